@@ -1,0 +1,5 @@
+import sys
+
+from lightbrain.cli import main
+
+sys.exit(main())
