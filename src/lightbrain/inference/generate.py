@@ -8,7 +8,7 @@ happens only once every `block_size // 2` new tokens, so long outputs stay fast.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -99,9 +99,10 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens
 
 def stream_text(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8,
                 top_k: int | None = 50, top_p: float | None = None, seed: int | None = None,
-                stop_at_eot: bool = True) -> Iterator[str]:
+                stop_at_eot: bool = True, on_token: Callable[[int], None] | None = None) -> Iterator[str]:
     """Yield pieces of text as they are generated. Bytes of a character split across tokens are held
-    back until the character is complete, so every piece is valid UTF-8."""
+    back until the character is complete, so every piece is valid UTF-8. `on_token` sees every
+    sampled token id (end-of-text included), e.g. for the server's token counts."""
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
         ids = [tokenizer.eot_id]  # an empty prompt starts a fresh document
@@ -113,6 +114,8 @@ def stream_text(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: 
     try:
         for token in generate_stream(model, idx, max_new_tokens, temperature, top_k, top_p, seed):
             tok = int(token[0])
+            if on_token is not None:
+                on_token(tok)
             if stop_at_eot and tok == tokenizer.eot_id:
                 break
             pending.append(tok)
