@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from lightbrain import __version__
@@ -75,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lightbrain {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        # Errors raised by LightBrain itself are written for users; print them without a traceback.
-        if type(exc).__module__.startswith("lightbrain") or isinstance(exc, FileNotFoundError):
-            print(f"lightbrain {args.command}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
-
+    except (OSError, ValueError, RuntimeError) as exc:
+        # Errors are written for users: print the message, not a traceback (LIGHTBRAIN_DEBUG=1 shows it).
+        if os.environ.get("LIGHTBRAIN_DEBUG") == "1":
+            raise
+        print(f"lightbrain {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,421 @@
+"""The training loop: AdamW (or Muon + AdamW), warmup + cosine, gradient accumulation, clipping,
+mixed precision, DDP under torchrun, periodic evaluation, atomic checkpoints and exact resume.
+
+Run it with `lightbrain train --config configs/tiny_cpu.yaml` or `train(load_config(...))`.
+Multi-GPU: `torchrun --nproc_per_node=N -m lightbrain train ...` (any number of nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from lightbrain.config import ConfigError, LightBrainConfig
+from lightbrain.data.loader import BatchSampler, DataTooSmallError
+from lightbrain.data.token_files import open_split, read_meta
+from lightbrain.data.tokenizers import load_data_tokenizer
+from lightbrain.models.lightbrain_tiny import LightBrainTiny
+from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
+from lightbrain.training.utils import autocast_context, estimate_loss, get_lr, pick_device, pick_dtype
+
+log = logging.getLogger("lightbrain.train")
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_request: str) -> tuple[Distributed, torch.device]:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); otherwise one process."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Distributed(), pick_device(device_request)
+    info = Distributed(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"]))
+    use_cuda = torch.cuda.is_available() and device_request in ("auto", "cuda") or device_request.startswith("cuda")
+    if use_cuda:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return info, device
+
+
+def checkpoint_paths(config: LightBrainConfig) -> tuple[Path, Path]:
+    """(best checkpoint, resumable last checkpoint)."""
+    best = Path(config.train.out_dir) / config.train.checkpoint_name
+    return best, best.with_name(best.stem + ".last" + best.suffix)
+
+
+def _setup_logging(log_dir: Path, is_main: bool) -> None:
+    if not is_main:
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    fh = logging.FileHandler(log_dir / "training.log", encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(fh)
+    log.propagate = False
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and TensorBoard, rank 0 only."""
+
+    def __init__(self, log_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.path = log_dir / "metrics.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(log_dir / "tensorboard"))
+        except ImportError:
+            log.warning("tensorboard is not installed (pip install 'lightbrain[viz]'); logging JSONL only")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key not in ("kind", "iter") and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(f"{record['kind']}/{key}", value, record["iter"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+@dataclass
+class TrainResult:
+    iter_num: int
+    best_val_loss: float | None
+    final_train_loss: float | None
+    final_val_loss: float | None
+    tokens_seen: int
+    train_seconds: float
+    stopped_by: str  # max_iters | time_budget | interrupted
+    best_checkpoint: str
+    last_checkpoint: str
+    history: list[dict] = field(default_factory=list)
+
+
+def _rng_state(sampler: BatchSampler) -> dict[str, Any]:
+    state = {"torch_rng": torch.get_rng_state(), "sampler": sampler.state_dict()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(ckpt: dict[str, Any], sampler: BatchSampler) -> None:
+    torch.set_rng_state(ckpt["torch_rng"])
+    if torch.cuda.is_available() and "cuda_rng" in ckpt:
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    sampler.load_state_dict(ckpt["sampler"])
+
+
+def resolve_model_config(config: LightBrainConfig, meta: dict[str, Any]) -> None:
+    """Fill model.vocab_size from the data's tokenizer, or check the two agree."""
+    vocab = int(meta["vocab_size"])
+    if config.model.vocab_size is None:
+        config.model.vocab_size = vocab
+    elif config.model.vocab_size < vocab:
+        raise ConfigError(
+            f"model.vocab_size={config.model.vocab_size} is smaller than the prepared data's vocabulary ({vocab}, "
+            f"tokenizer {meta['tokenizer'].get('name')}); set model.vocab_size={vocab} or null"
+        )
+
+
+def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+    t = config.train
+    if t.optimizer == "muon":
+        if not hasattr(torch.optim, "Muon"):
+            raise ConfigError("train.optimizer=muon needs torch.optim.Muon (PyTorch 2.9 or newer)")
+        # Muon orthogonalises updates of hidden 2-D weights; embeddings, head, norms and biases stay on AdamW.
+        hidden = [p for n, p in model.named_parameters() if p.dim() == 2 and ".h." in f".{n}"]
+        hidden_ids = {id(p) for p in hidden}
+        rest = [p for p in model.parameters() if id(p) not in hidden_ids]
+        adamw = torch.optim.AdamW(
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+            lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+        muon = torch.optim.Muon(hidden, lr=t.learning_rate, weight_decay=t.weight_decay, adjust_lr_fn="match_rms_adamw")
+        return [adamw, muon]
+    return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
+
+
+def train(config: LightBrainConfig, resume: bool = False, progress: bool | None = None) -> TrainResult:
+    """Train per `config`; returns a summary. Checkpoints and logs go where the config says."""
+    t = config.train
+    ddp, device = setup_distributed(t.device)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    show_progress = (t.progress if progress is None else progress) and ddp.is_main
+    log_dir = Path(t.log_dir)
+    _setup_logging(log_dir, ddp.is_main)
+    best_path, last_path = checkpoint_paths(config)
+
+    meta = read_meta(t.data_dir)
+    resolve_model_config(config, meta)
+    config.validate()
+    tokenizer = load_data_tokenizer(t.data_dir)
+    train_data = open_split(t.data_dir, "train")
+    val_data = open_split(t.data_dir, "validation")
+    block = config.model.block_size
+    for name, data in (("train", train_data), ("validation", val_data)):
+        if len(data) < block + 1:
+            raise DataTooSmallError(
+                f"{data.path}: the {name} split has {len(data)} tokens, fewer than one window of "
+                f"model.block_size + 1 = {block + 1}; prepare more data or lower model.block_size")
+
+    micro_steps = t.gradient_accumulation_steps // ddp.world_size
+    if micro_steps < 1 or t.gradient_accumulation_steps % ddp.world_size:
+        micro_steps = max(1, micro_steps)
+        if ddp.is_main:
+            log.warning("gradient_accumulation_steps=%d is not a multiple of the %d processes; each does %d",
+                        t.gradient_accumulation_steps, ddp.world_size, micro_steps)
+    tokens_per_step = t.batch_size * block * micro_steps * ddp.world_size
+
+    torch.manual_seed(t.seed)
+    model = LightBrainTiny(config.model).to(device)
+    dtype = pick_dtype(t.dtype, device)
+    ctx = autocast_context(device, dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    optimizers = build_optimizer(model, config, device)
+    sampler = BatchSampler(train_data, block, t.batch_size, seed=t.seed, rank=ddp.rank, world_size=ddp.world_size)
+
+    iter_num, best_val_loss = 0, None
+    if resume:
+        if last_path.is_file():
+            ckpt = load_checkpoint(last_path)
+            load_state_into(model, ckpt["model"], source=str(last_path))
+            for opt, state in zip(optimizers, ckpt["optimizer"]):
+                opt.load_state_dict(state)
+            if "scaler" in ckpt:
+                scaler.load_state_dict(ckpt["scaler"])
+            iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+            _restore_rng(ckpt, sampler)
+            if ddp.is_main:
+                log.info("resumed from %s at iteration %d", last_path, iter_num)
+        elif ddp.is_main:
+            log.info("no checkpoint at %s; starting from scratch", last_path)
+
+    raw_model = model
+    if t.compile:
+        model = torch.compile(model)
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    metrics = MetricsLog(log_dir, ddp.is_main)
+    if ddp.is_main:
+        log.info("model: %s parameters; config %s", f"{raw_model.get_num_params():,}", json.dumps(config.to_dict()))
+        log.info("device %s, dtype %s, %d process(es), %d tokens per optimizer step", device, dtype,
+                 ddp.world_size, tokens_per_step)
+
+    def save(kind: str, metrics_now: dict[str, Any]) -> None:
+        if not ddp.is_main:
+            return
+        common = dict(model=raw_model, config=config, tokenizer=tokenizer.to_dict(), iter_num=iter_num,
+                      best_val_loss=best_val_loss, metrics=metrics_now)
+        if kind == "best":
+            save_checkpoint(best_path, **common)
+        else:
+            state = {"optimizer": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
+                     **_rng_state(sampler)}
+            save_checkpoint(last_path, training_state=state, **common)
+
+    def evaluate() -> dict[str, float]:
+        losses = estimate_loss(raw_model, train_data, val_data, t.eval_iters, t.batch_size, block, device, ctx,
+                               seed=t.seed + iter_num)
+        val_bytes = meta["splits"]["validation"].get("bytes") or 0
+        val_tokens = meta["splits"]["validation"].get("tokens") or 0
+        out = {"train_loss": losses["train"], "val_loss": losses["val"]}
+        if val_bytes:
+            out["val_bpb"] = losses["val"] / math.log(2) * val_tokens / val_bytes
+        return out
+
+    # Ctrl-C / SIGTERM: finish the current step, save, exit cleanly.
+    stop_request = {"signal": None}
+
+    def on_signal(signum, frame):
+        if stop_request["signal"] is not None:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        stop_request["signal"] = signum
+
+    previous_handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous_handlers[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not in the main thread: keep the default behaviour
+            pass
+
+    history: list[dict] = []
+    last_eval: dict[str, float] = {}
+    train_seconds = 0.0
+    tokens_seen = iter_num * tokens_per_step
+    stopped_by = "max_iters"
+    budget = t.time_budget_minutes * 60 if t.time_budget_minutes else None
+    checkpoint_every = t.checkpoint_interval or t.eval_interval
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.max_iters, initial=iter_num, desc="train", unit="step", dynamic_ncols=True)
+    skipped_in_a_row = 0
+    loss_value = None
+
+    def should_stop() -> str | None:
+        """Why to stop now, if at all; under DDP every rank follows rank 0's clock and signals."""
+        reason = 0
+        if iter_num >= t.max_iters:
+            reason = 1
+        elif budget is not None and train_seconds >= budget:
+            reason = 2
+        elif stop_request["signal"] is not None:
+            reason = 3
+        if ddp.enabled:
+            flag = torch.tensor([reason], device=device)
+            dist.broadcast(flag, src=0)
+            reason = int(flag.item())
+        return {0: None, 1: "max_iters", 2: "time_budget", 3: "interrupted"}[reason]
+
+    try:
+        while True:
+            stop = should_stop()
+            if stop == "interrupted":
+                stopped_by = stop
+                save("last", last_eval)
+                break
+            if iter_num % t.eval_interval == 0 or stop:
+                last_eval = evaluate()
+                record = {"kind": "eval", "iter": iter_num, "lr": get_lr(iter_num, t), **last_eval}
+                history.append(record)
+                metrics.write(record)
+                if ddp.is_main:
+                    log.info("eval iter %d: %s", iter_num, json.dumps(last_eval))
+                if best_val_loss is None or last_eval["val_loss"] < best_val_loss:
+                    best_val_loss = last_eval["val_loss"]
+                    save("best", last_eval)
+            if iter_num % checkpoint_every == 0 or stop:
+                save("last", last_eval)
+            if stop:
+                stopped_by = stop
+                break
+
+            t0 = time.perf_counter()
+            lr = get_lr(iter_num, t)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(micro_steps):
+                x, y = sampler.next_batch(device)
+                sync = not ddp.enabled or micro == micro_steps - 1
+                with (nullcontext() if sync else model.no_sync()), ctx:
+                    _, loss = model(x, y)
+                    loss = loss / micro_steps
+                scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            if ddp.enabled:
+                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+            loss_value = loss_sum.item()
+            if not math.isfinite(loss_value):
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                skipped_in_a_row += 1
+                if not t.skip_nonfinite or skipped_in_a_row > 10:
+                    raise TrainingError(
+                        f"the loss became {loss_value} at iteration {iter_num}: training stopped. The last good "
+                        f"checkpoints are intact ({best_path}, {last_path}). Try a lower train.learning_rate, "
+                        "train.dtype=float32, or train.grad_clip > 0; train.skip_nonfinite=true skips such steps")
+                log.warning("non-finite loss at iteration %d: step skipped", iter_num)
+                iter_num += 1
+                continue
+            skipped_in_a_row = 0
+            if t.grad_clip > 0:
+                for opt in optimizers:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            iter_num += 1
+            tokens_seen += tokens_per_step
+            if iter_num % t.log_interval == 0 or iter_num == 1:
+                tok_s = tokens_per_step / dt
+                record = {"kind": "train", "iter": iter_num, "loss": loss_value, "lr": lr,
+                          "tokens_per_sec": tok_s, "elapsed_s": train_seconds, "tokens_seen": tokens_seen}
+                metrics.write(record)
+                history.append(record)
+                if ddp.is_main:
+                    log.info("iter %d: loss %.4f, lr %.3g, %.0f tokens/s", iter_num, loss_value, lr, tok_s)
+            if bar is not None:
+                bar.update(1)
+                postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
+                if budget is not None:
+                    postfix["budget left"] = f"{max(0.0, budget - train_seconds) / 60:.1f}m"
+                bar.set_postfix(postfix, refresh=False)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread's handler
+        stopped_by = "interrupted"
+        save("last", last_eval)
+    finally:
+        if bar is not None:
+            bar.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        metrics.close()
+
+    if ddp.is_main:
+        log.info("stopped (%s) at iteration %d after %.1f s of training; best val loss %s",
+                 stopped_by, iter_num, train_seconds, best_val_loss)
+    if ddp.enabled:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(iter_num=iter_num, best_val_loss=best_val_loss,
+                       final_train_loss=last_eval.get("train_loss"), final_val_loss=last_eval.get("val_loss"),
+                       tokens_seen=tokens_seen, train_seconds=train_seconds, stopped_by=stopped_by,
+                       best_checkpoint=str(best_path), last_checkpoint=str(last_path), history=history)

@@ -1,0 +1,97 @@
+"""Small pieces the training loop and the original Python usage share: loss estimates, the learning-rate
+schedule, device and precision choice."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+from lightbrain.config import TrainConfig
+from lightbrain.data.loader import random_batch
+from lightbrain.data.token_files import TokenFile
+
+
+def _tokens(data) -> np.ndarray:
+    return data.tokens if isinstance(data, TokenFile) else np.asarray(data)
+
+
+@torch.no_grad()
+def estimate_loss(model: torch.nn.Module, train_data, val_data, eval_iters: int = 50, batch_size: int = 32,
+                  block_size: int | None = None, device: str | torch.device = "cpu", ctx=None,
+                  seed: int = 0) -> dict[str, float]:
+    """Mean loss over `eval_iters` random batches of each split: {"train": ..., "val": ...}.
+
+    The batches come from their own generator seeded by `seed`, so estimating never disturbs the
+    training run's random state (which keeps resumed runs exact).
+    """
+    block_size = block_size or model.config.block_size
+    ctx = ctx or contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, data in (("train", train_data), ("val", val_data)):
+        if data is None:
+            continue
+        rng = np.random.default_rng([seed, 1 if name == "val" else 0])
+        losses = torch.zeros(eval_iters)
+        for k in range(eval_iters):
+            x, y = random_batch(_tokens(data), block_size, batch_size, rng, device)
+            with ctx:
+                _, loss = model(x, y)
+            losses[k] = loss.item()
+        out[name] = losses.mean().item()
+    model.train(was_training)
+    return out
+
+
+def get_lr(it: int, config: TrainConfig) -> float:
+    """Linear warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr."""
+    lr, min_lr = config.learning_rate, config.resolved_min_lr
+    decay_iters = config.lr_decay_iters or config.max_iters
+    if it < config.warmup_iters:
+        return lr * (it + 1) / (config.warmup_iters + 1)
+    if config.lr_schedule == "constant":
+        return lr
+    if it >= decay_iters:
+        return min_lr
+    if config.lr_schedule == "wsd":
+        decay_start = decay_iters - int(config.decay_fraction * decay_iters)
+        if it < decay_start:
+            return lr
+        ratio = (it - decay_start) / max(1, decay_iters - decay_start)
+        return lr - ratio * (lr - min_lr)
+    ratio = (it - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return min_lr + coeff * (lr - min_lr)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={requested} but CUDA is not available; use train.device=auto or cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on CUDA where supported, else fp16 (with a GradScaler); fp32 on CPU and MPS.
+    bf16 on CPU is opt-in (train.dtype=bfloat16): it is faster only on CPUs with native bf16 math."""
+    if requested == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,74 @@
+import pytest
+
+from lightbrain.config import ConfigError, load_config, parse_override
+
+from conftest import REPO
+
+CONFIGS = REPO / "configs"
+
+
+def test_seed_model_config_values():
+    cfg = load_config(CONFIGS / "model_config.yaml")
+    m = cfg.model
+    assert (m.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias) == (50257, 128, 6, 6, 384, 0.1, True)
+
+
+def test_training_config_values_and_min_lr_below_peak():
+    t = load_config(CONFIGS / "training_config.yaml").train
+    assert t.optimizer == "adamw" and t.weight_decay == 0.1 and t.learning_rate == 1e-4
+    assert t.warmup_iters == 1000 and t.lr_schedule == "cosine"
+    assert t.batch_size == 32 and t.gradient_accumulation_steps == 32 and t.grad_clip == 0.5 and t.max_iters == 20000
+    assert t.resolved_min_lr == pytest.approx(t.learning_rate / 10)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_recipe_loads(name):
+    load_config(CONFIGS / name)
+
+
+def test_overrides_parse_types():
+    cfg = load_config(CONFIGS / "tiny_cpu.yaml", overrides=["train.learning_rate=3e-4", "model.n_layer=2",
+                                                            "train.compile=true", "model.vocab_size=null"])
+    assert cfg.train.learning_rate == pytest.approx(3e-4) and cfg.model.n_layer == 2
+    assert cfg.train.compile is True and cfg.model.vocab_size is None
+    assert parse_override("train.max_iters=10") == ("train", "max_iters", 10)
+
+
+def test_unknown_key_names_it_and_suggests_nearest(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learnig_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"train\.learnig_rate.*'learning_rate'") as exc:
+        load_config(bad)
+    assert str(bad) in str(exc.value)
+    with pytest.raises(ConfigError, match="did you mean 'model'"):
+        load_config(overrides=["modle.n_layer=2"])
+
+
+def test_wrong_type_names_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  n_layer: six\n")
+    with pytest.raises(ConfigError, match=r"model\.n_layer must be an integer"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.learning_rate=0", "learning_rate must be positive"),
+    ("train.learning_rate=-1e-3", "learning_rate must be positive"),
+    ("train.min_lr=5e-4", "not a decay"),
+    ("model.n_head=5", "divisible"),
+    ("train.dtype=fp17", "dtype must be one of"),
+    ("train.batch_size=0", "batch_size must be at least 1"),
+])
+def test_invalid_values_rejected(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(CONFIGS / "training_config.yaml", overrides=[override])
+
+
+def test_inherit_cycle_and_missing_file(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("inherit: b.yaml\n")
+    b.write_text("inherit: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits itself"):
+        load_config(a)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from lightbrain.config import ModelConfig
+from lightbrain.models.lightbrain_tiny import LightBrainTiny
+
+TINY = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+VARIANTS = [
+    {},
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, bias=False, tie_embeddings=False),
+    dict(mlp="relu2"),
+]
+
+
+def tiny_model(**kw) -> LightBrainTiny:
+    torch.manual_seed(0)
+    return LightBrainTiny(ModelConfig(**{**TINY, **kw})).eval()
+
+
+def test_seed_config_parameter_count():
+    model = LightBrainTiny(ModelConfig())
+    # 50257*384 token table + 128*384 positions + 6 blocks of 12*384^2 + 13*384 + final LayerNorm
+    expected = 50257 * 384 + 128 * 384 + 6 * (12 * 384 * 384 + 13 * 384) + 2 * 384
+    assert model.get_num_params() == expected == 29_995_392
+    untied = LightBrainTiny(ModelConfig(tie_embeddings=False)).get_num_params()
+    assert untied - expected == 50257 * 384
+
+
+def test_weights_are_tied():
+    model = tiny_model()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_future_tokens_never_change_earlier_logits(kw):
+    model = tiny_model(**kw)
+    x = torch.randint(0, 97, (2, 16))
+    y = x.clone()
+    y[:, 9:] = torch.randint(0, 97, (2, 7))
+    a, _ = model(x)
+    b, _ = model(y)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_kv_cache_decoding_matches_full_forward(kw):
+    model = tiny_model(**kw)
+    x = torch.randint(0, 97, (3, 16))
+    full, _ = model(x)
+    cache = model.new_kv_cache(3)
+    pieces = [model(x[:, :5], kv_cache=cache)[0], model(x[:, 5:8], kv_cache=cache)[0]]  # prefill, then a chunk
+    pieces += [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(8, 16)]  # one token at a time
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_matches_manual_cross_entropy_and_ignores_minus_one():
+    model = tiny_model()
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.randint(0, 97, (2, 8))
+    y[0, :3] = -1
+    logits, loss = model(x, y)
+    mask = y != -1
+    manual = torch.nn.functional.cross_entropy(logits[mask], y[mask])
+    torch.testing.assert_close(loss, manual)
+
+
+def test_overfits_a_tiny_batch():
+    model = tiny_model()
+    model.train()
+    x = torch.randint(0, 97, (4, 16))
+    y = torch.roll(x, -1, dims=1)
+    opt = model.configure_optimizer(0.0, 3e-3, (0.9, 0.95), "cpu")
+    first = None
+    for _ in range(150):
+        _, loss = model(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+
+
+def test_too_long_input_is_a_clear_error():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="longer than the model's context of 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_weight_decay_only_on_matrices():
+    model = tiny_model()
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    for p in model.parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2)
