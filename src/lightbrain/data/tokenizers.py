@@ -74,6 +74,7 @@ class MedicalBPETokenizer:
             raise TokenizerError(f"the medical BPE has no {EOT} token; retrain it with lightbrain prepare")
         self.eot_id = eot
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self._token_bytes: list[bytes] | None = None  # built on first decode_bytes
 
     @classmethod
     def from_file(cls, path: str | Path) -> "MedicalBPETokenizer":
@@ -99,13 +100,32 @@ class MedicalBPETokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        return self.decode(ids).encode("utf-8")
+        # Token by token through the byte-level alphabet, so a token holding part of a UTF-8
+        # sequence gives exactly its bytes (decode() would replace them with U+FFFD).
+        if self._token_bytes is None:
+            byte_of = _byte_level_inverse()
+            self._token_bytes = [
+                bytes(byte_of[ch] for ch in tok) if all(ch in byte_of for ch in tok) else tok.encode("utf-8")
+                for tok in (self._tok.id_to_token(i) or "" for i in range(self.vocab_size))
+            ]
+        return b"".join(self._token_bytes[i] for i in ids)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "tokenizer_json": self._json}
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()
+
+
+def _byte_level_inverse() -> dict[str, int]:
+    """Character -> byte for the byte-level BPE alphabet (GPT-2's table: printable bytes stand for
+    themselves, the other bytes for the characters from U+0100 on, in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + n): b for n, b in enumerate(others)})
+    return table
 
 
 def train_medical_bpe(texts: Iterable[str], vocab_size: int = 8192, show_progress: bool = False) -> MedicalBPETokenizer:
