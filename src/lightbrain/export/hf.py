@@ -1,0 +1,483 @@
+"""Hugging Face Transformers export and import.
+
+The seed architecture is GPT-2's, so a checkpoint becomes a folder that `GPT2LMHeadModel` loads
+as is (`AutoModelForCausalLM.from_pretrained(folder)`), with no custom code:
+
+  config.json             GPT2Config: sizes, n_positions = block_size, gelu_new, eps 1e-5, tying
+  model.safetensors       the weights; GPT-2 keeps its projections in Conv1D layers, which store
+                          (in, out) where nn.Linear stores (out, in), so those four are transposed
+  generation_config.json  end-of-text ids and max_length = block_size (GPT-2 cannot slide its window)
+  tokenizer.json          a `tokenizers` byte-level BPE: GPT-2's rebuilt from tiktoken, or the
+  tokenizer_config.json   trained medical BPE exactly as the checkpoint stores it
+  lightbrain.json         what a round trip needs: the full recipe, tokenizer name, training counters
+  README.md               a model card that carries lightbrain.DISCLAIMER
+
+`import_hf(folder)` reads such a folder back into (LightBrainTiny, tokenizer); it also reads other
+GPT-2-shaped folders (safetensors weights) that have no lightbrain.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightbrain import DISCLAIMER, __version__
+from lightbrain.atomic_io import atomic_write_text
+from lightbrain.config import LightBrainConfig, ModelConfig, config_from_dict
+from lightbrain.data.tokenizers import EOT, GPT2Tokenizer, MedicalBPETokenizer
+
+# GPT-2 stores these projections as Conv1D, (in_features, out_features): transpose on the way.
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+NORMS = ("ln_1.weight", "ln_2.weight", "ln_f.weight")
+EXPORT_INFO = "lightbrain.json"
+WEIGHTS = "model.safetensors"
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _require_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ExportError("Hugging Face export needs the `transformers` package: pip install 'lightbrain[hf]'") from None
+    return transformers
+
+
+def check_gpt2_compatible(config: ModelConfig) -> None:
+    """Raise ExportError naming every option GPT2LMHeadModel cannot represent."""
+    problems = []
+    if config.positional != "learned":
+        problems.append(f"model.positional={config.positional} (GPT-2 has learned position embeddings only)")
+    if config.norm != "layernorm":
+        problems.append(f"model.norm={config.norm} (GPT-2 uses LayerNorm)")
+    if config.mlp != "gelu":
+        problems.append(f"model.mlp={config.mlp} (GPT-2's MLP is GELU)")
+    if config.qk_norm:
+        problems.append("model.qk_norm=true (GPT-2 has no query/key norm)")
+    if problems:
+        raise ExportError(
+            "this model cannot be exported as GPT-2 because of " + "; ".join(problems)
+            + ". Only the seed architecture (learned positions, LayerNorm, GELU, no qk_norm) maps onto "
+            "GPT2LMHeadModel; model.bias and model.tie_embeddings may take either value. "
+            "Use the LightBrain checkpoint directly for this model."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# weights and config
+
+
+def to_gpt2_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """LightBrain state dict -> GPT2LMHeadModel's names and layouts (contiguous copies, safetensors-ready).
+
+    Bias-free models get zero biases (GPT-2 always has them); a tied head is left out, as
+    Transformers re-ties it from transformer.wte.weight when loading.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue
+        if name.endswith(CONV1D):
+            tensor = tensor.t()
+        out[name] = tensor.detach().cpu().contiguous().clone()
+    if not config.bias:
+        for name in [n for n in out if n.endswith(CONV1D + NORMS)]:
+            # after the transpose a Conv1D weight is (in, out): its bias has `out` entries
+            size = out[name].shape[1] if name.endswith(CONV1D) else out[name].shape[0]
+            out[name[: -len("weight")] + "bias"] = torch.zeros(size, dtype=out[name].dtype)
+    return out
+
+
+def from_gpt2_state_dict(hf_state: dict[str, torch.Tensor], config: ModelConfig,
+                         source: str = "the folder") -> dict[str, torch.Tensor]:
+    """GPT2LMHeadModel weights (with or without the `transformer.` prefix) -> a LightBrain state dict."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in hf_state.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers that old GPT-2 files carry
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name  # the original OpenAI/hub GPT-2 files have no prefix
+        if name.endswith(CONV1D):
+            tensor = tensor.t()
+        out[name] = tensor.contiguous()
+    if config.tie_embeddings or "lm_head.weight" not in out:
+        if "transformer.wte.weight" not in out:
+            raise ExportError(f"{source}: the weights have no token embedding (transformer.wte.weight)")
+        out["lm_head.weight"] = out["transformer.wte.weight"]
+    if not config.bias:
+        for name in [n for n in out if n.endswith(".bias")]:
+            if torch.count_nonzero(out[name]):
+                raise ExportError(f"{source}: {EXPORT_INFO} says model.bias=false but {name} is not all zeros")
+            del out[name]
+    return out
+
+
+def gpt2_config(config: ModelConfig, eot_id: int):
+    """The transformers.GPT2Config equivalent to a LightBrain model config."""
+    transformers = _require_transformers()
+    return transformers.GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_inner=4 * config.n_embd,
+        activation_function="gelu_new",  # the tanh approximation LightBrain uses
+        layer_norm_epsilon=1e-5,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        scale_attn_weights=True,
+        scale_attn_by_inverse_layer_idx=False,
+        tie_word_embeddings=config.tie_embeddings,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        architectures=["GPT2LMHeadModel"],
+        dtype="float32",
+    )
+
+
+def model_config_from_gpt2(hf: dict[str, Any], source: str) -> ModelConfig:
+    """A LightBrain ModelConfig from a GPT-2 config.json, refusing settings LightBrain cannot run."""
+    if hf.get("model_type") != "gpt2":
+        raise ExportError(f"{source}: model_type is {hf.get('model_type')!r}; only GPT-2 folders can be imported")
+    checks = {
+        "activation_function": (hf.get("activation_function", "gelu_new") in ("gelu_new", "gelu_pytorch_tanh"),
+                                "LightBrain's GELU is the tanh approximation (gelu_new)"),
+        "layer_norm_epsilon": (abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) < 1e-12,
+                               "LightBrain's LayerNorm uses eps 1e-5"),
+        "n_inner": (hf.get("n_inner") in (None, 4 * hf["n_embd"]), "LightBrain's MLP is 4 x n_embd wide"),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True), "LightBrain scales attention by 1/sqrt(head size)"),
+        "scale_attn_by_inverse_layer_idx": (not hf.get("scale_attn_by_inverse_layer_idx", False),
+                                            "LightBrain does not scale attention by layer index"),
+        "add_cross_attention": (not hf.get("add_cross_attention", False), "LightBrain has no cross-attention"),
+    }
+    bad = [f"{key}={hf.get(key)!r} ({why})" for key, (ok, why) in checks.items() if not ok]
+    if bad:
+        raise ExportError(f"{source}: cannot import this GPT-2 variant: " + "; ".join(bad))
+    return ModelConfig(
+        vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
+        n_embd=hf["n_embd"], dropout=float(hf.get("resid_pdrop", 0.1)), bias=True,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizers
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 bytes to printable characters (byte-level BPE's alphabet).
+
+    Printable Latin-1 bytes stand for themselves; the rest (controls, space...) take the code
+    points from 256 upwards in byte order, which is how a space becomes 'Ġ'.
+    """
+    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), 256))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _split_in_two(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
+    """The merge that creates `token`: run BPE on its bytes with only the merges ranked below it."""
+    parts = [token[i:i + 1] for i in range(len(token))]
+    limit = ranks[token]
+    while len(parts) > 2:
+        best = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < limit and (best is None or rank < best[0]):
+                best = (rank, i)
+        if best is None:
+            break
+        i = best[1]
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise ExportError(f"tiktoken token {token!r} is not the merge of two lower-ranked tokens")
+    return parts[0], parts[1]
+
+
+def gpt2_tokenizer_json(tokenizer: GPT2Tokenizer) -> str:
+    """GPT-2's BPE as a `tokenizers` tokenizer.json, rebuilt from tiktoken's ranks (ids = ranks).
+
+    tiktoken keeps only token -> rank; a `tokenizers` BPE also wants the merge list, which is
+    recovered by replaying BPE on every multi-byte token, in rank order.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    enc = tokenizer._enc
+    ranks = {token: enc.encode_single_token(token) for token in enc.token_byte_values()}
+    chars = byte_to_unicode()
+
+    def show(token: bytes) -> str:
+        return "".join(chars[b] for b in token)
+
+    vocab = {show(token): rank for token, rank in ranks.items()}
+    merges = [tuple(show(part) for part in _split_in_two(token, ranks))
+              for token, _ in sorted(ranks.items(), key=lambda item: item[1]) if len(token) > 1]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's regex split, then bytes
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    if tok.token_to_id(EOT) != tokenizer.eot_id:
+        raise ExportError(f"rebuilt GPT-2 tokenizer puts {EOT} at {tok.token_to_id(EOT)}, expected {tokenizer.eot_id}")
+    return tok.to_str()
+
+
+def tokenizer_json(tokenizer) -> str:
+    """The tokenizer.json text for a LightBrain tokenizer."""
+    if isinstance(tokenizer, GPT2Tokenizer):
+        return gpt2_tokenizer_json(tokenizer)
+    if isinstance(tokenizer, MedicalBPETokenizer):
+        return tokenizer.to_dict()["tokenizer_json"]
+    raise ExportError(f"cannot export tokenizer {getattr(tokenizer, 'name', type(tokenizer).__name__)!r}")
+
+
+def _write_hf_tokenizer(tokenizer, folder: Path, block_size: int) -> None:
+    transformers = _require_transformers()
+    from tokenizers import Tokenizer
+
+    text = tokenizer_json(tokenizer)
+    wrapped = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(text), bos_token=EOT, eos_token=EOT, unk_token=EOT,
+        model_max_length=block_size,
+    )
+    wrapped.save_pretrained(str(folder))
+    # The wrapper re-serialises with its own post-processor; keep the original file so an import
+    # gets back the exact tokenizer (same fingerprint). Transformers adds what it needs on load.
+    atomic_write_text(folder / "tokenizer.json", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, Any]) -> str:
+    m = config.model
+    n_params = info.get("num_params")
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags: [gpt2, medical, lightbrain, research-only]",
+        "---",
+        "",
+        "# LightBrain model (GPT-2 format)",
+        "",
+        f"> **{DISCLAIMER}**",
+        "",
+        f"A small decoder-only language model for medical text, trained with LightBrain {__version__} and "
+        "exported to the Hugging Face Transformers GPT-2 format.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| layers x heads x width | {m.n_layer} x {m.n_head} x {m.n_embd} |",
+        f"| context (tokens) | {m.block_size} |",
+        f"| vocabulary | {m.vocab_size} ({tokenizer_name}) |",
+        f"| parameters | {n_params:,} |" if n_params else "| parameters | - |",
+        f"| tied embeddings | {'yes' if m.tie_embeddings else 'no'} |",
+        f"| training iterations | {info.get('iter_num', '-')} |",
+        f"| best validation loss | {info.get('best_val_loss') if info.get('best_val_loss') is not None else '-'} |",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained('PATH')",
+        "tokenizer = AutoTokenizer.from_pretrained('PATH')",
+        "```",
+        "",
+        f"The model sees at most {m.block_size} tokens: prompt plus generated text must fit "
+        "(`generation_config.json` sets `max_length` to that).",
+        "`lightbrain export --from-hf PATH --out model.pt` turns this folder back into a LightBrain checkpoint.",
+        "",
+        "## Limitations",
+        "",
+        "A model this small produces fluent-looking text that is often wrong. It has not been evaluated "
+        "for any clinical use. Do not use it for diagnosis, treatment or any decision about a person's health.",
+        "",
+        f"_{DISCLAIMER}_",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, config: LightBrainConfig | None = None,
+                    info: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Write `model` + `tokenizer` as a Transformers GPT-2 folder at out_dir (replaced as a whole)."""
+    from safetensors.torch import save_file
+
+    from lightbrain.training.checkpoint import clean_state_dict, unwrap_model
+
+    model = unwrap_model(model)
+    config = config or LightBrainConfig(model=model.config)
+    mcfg = config.model
+    check_gpt2_compatible(mcfg)
+    if mcfg.vocab_size != tokenizer.vocab_size:
+        raise ExportError(f"the model's vocab_size ({mcfg.vocab_size}) differs from its tokenizer's "
+                          f"({tokenizer.vocab_size}); the checkpoint does not belong with this tokenizer")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ExportError(f"{out_dir} already exists and is not empty; pass --force (force=True) to replace it")
+
+    info = dict(info or {})
+    info.setdefault("num_params", model.get_num_params() if hasattr(model, "get_num_params") else None)
+    tokenizer_spec = tokenizer.to_dict()
+    export_info = {
+        "format": "lightbrain-hf-export",
+        "lightbrain_version": __version__,
+        "config": config.to_dict(),
+        # the tokenizer itself is tokenizer.json; only its name is needed to rebuild it
+        "tokenizer": {"name": tokenizer_spec["name"]},
+        **{k: info.get(k) for k in ("iter_num", "best_val_loss", "metrics", "num_params")},
+        "disclaimer": DISCLAIMER,
+    }
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        state = to_gpt2_state_dict(clean_state_dict(model.state_dict()), mcfg)
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        hf_config = gpt2_config(mcfg, tokenizer.eot_id)
+        atomic_write_text(tmp / "config.json", hf_config.to_json_string(use_diff=False))
+        generation = {
+            "bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id, "pad_token_id": tokenizer.eot_id,
+            "max_length": mcfg.block_size,  # GPT-2 has no positions past n_positions
+            "do_sample": True, "temperature": 0.8, "top_k": 50,  # lightbrain generate's defaults
+        }
+        atomic_write_text(tmp / "generation_config.json", json.dumps(generation, indent=2) + "\n")
+        _write_hf_tokenizer(tokenizer, tmp, mcfg.block_size)
+        atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2) + "\n")
+        atomic_write_text(tmp / "README.md", model_card(config, tokenizer_spec["name"], info))
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target`, so a failed export never leaves a half-written folder."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{new.name}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """Export a LightBrain checkpoint file to a Transformers folder."""
+    from lightbrain.training.checkpoint import checkpoint_config, load_model
+
+    model, tokenizer, ckpt = load_model(checkpoint, device="cpu")
+    info = {k: ckpt.get(k) for k in ("iter_num", "best_val_loss", "metrics")}
+    return export_model_hf(model, tokenizer, out_dir, config=checkpoint_config(ckpt), info=info, force=force)
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _folder_tokenizer(folder: Path, name: str | None, vocab_size: int):
+    """The LightBrain tokenizer for an exported folder: tiktoken's GPT-2, or tokenizer.json as a byte-level BPE."""
+    if name == "gpt2" or (name is None and vocab_size == 50257 and not (folder / "tokenizer.json").is_file()):
+        return GPT2Tokenizer()
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise ExportError(f"{folder} has no tokenizer.json; export it with lightbrain export or save the tokenizer "
+                          "there with tokenizer.save_pretrained(folder)")
+    tokenizer = MedicalBPETokenizer.from_file(path)
+    if name is None and tokenizer.vocab_size == 50257 and tokenizer.eot_id == 50256:
+        return GPT2Tokenizer()  # GPT-2's own tokenizer: use tiktoken, the tokenizer LightBrain trains with
+    return tokenizer
+
+
+def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torch.Tensor], Any, dict[str, Any]]:
+    """(recipe, LightBrain state dict, tokenizer, export info) from a Transformers GPT-2 folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not a folder; give the folder that `lightbrain export` wrote")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"{folder} has no config.json, so it is not a Transformers model folder")
+    hf = _read_json(config_path)
+    derived = model_config_from_gpt2(hf, str(config_path))
+    info = _read_json(folder / EXPORT_INFO) if (folder / EXPORT_INFO).is_file() else {}
+    if "config" in info:
+        try:
+            config = config_from_dict(info["config"])
+        except ValueError as exc:
+            raise ExportError(f"{folder / EXPORT_INFO}: its saved recipe is invalid: {exc}") from None
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "tie_embeddings"):
+            if getattr(config.model, key) != getattr(derived, key):
+                raise ExportError(f"{folder}: config.json and {EXPORT_INFO} disagree on model.{key} "
+                                  f"({getattr(derived, key)} vs {getattr(config.model, key)}); re-export the folder")
+    else:
+        config = LightBrainConfig(model=derived)
+
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        present = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise ExportError(f"{folder} has no {WEIGHTS} (it holds {present}); LightBrain imports single-file "
+                          "safetensors weights only: re-save the model with save_pretrained(folder, "
+                          "safe_serialization=True, max_shard_size='10GB')")
+    state = from_gpt2_state_dict(load_file(str(weights)), config.model, source=str(weights))
+    tokenizer = _folder_tokenizer(folder, info.get("tokenizer", {}).get("name"), derived.vocab_size)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise ExportError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
+                          f"{config.model.vocab_size}")
+    config.data.tokenizer = tokenizer.name
+    return config, state, tokenizer, info
+
+
+def import_hf(folder: str | Path, device: str | torch.device = "cpu"):
+    """(LightBrainTiny in eval mode, tokenizer) from a Transformers GPT-2 folder."""
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.checkpoint import load_state_into
+
+    config, state, tokenizer, _ = read_hf_folder(folder)
+    model = LightBrainTiny(config.model)
+    load_state_into(model, state, source=str(folder))
+    return model.to(device).eval(), tokenizer
+
+
+def import_hf_checkpoint(folder: str | Path, out_path: str | Path, force: bool = False) -> Path:
+    """Write a LightBrain checkpoint from a Transformers GPT-2 folder."""
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.checkpoint import load_state_into, save_checkpoint
+
+    out_path = Path(out_path)
+    if out_path.exists() and not force:
+        raise ExportError(f"{out_path} already exists; pass --force (force=True) to overwrite it")
+    config, state, tokenizer, info = read_hf_folder(folder)
+    model = LightBrainTiny(config.model)
+    load_state_into(model, state, source=str(folder))
+    return save_checkpoint(out_path, model=model, config=config, tokenizer=tokenizer.to_dict(),
+                           iter_num=info.get("iter_num") or 0, best_val_loss=info.get("best_val_loss"),
+                           metrics=info.get("metrics"))
