@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     from lightbrain.config import ConfigError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Overrides may come after options too (`train --resume train.max_iters=10`): argparse stops
+    # collecting the positional list at the first option, so gather the stragglers here.
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if not ("=" in a and hasattr(args, "overrides"))]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -1,0 +1,175 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lightbrain.config import ConfigError
+from lightbrain.data.loader import BatchSampler, DataTooSmallError
+from lightbrain.training.checkpoint import load_checkpoint, load_model
+from lightbrain.training.trainer import TrainingError, train
+from lightbrain.training.utils import get_lr
+
+from conftest import REPO, tiny_config, tiny_corpus, write_token_dir
+
+
+def test_loss_falls_and_outputs_are_written(tiny_data, tmp_path):
+    result = train(tiny_config(tiny_data, tmp_path, max_iters=60, eval_interval=30))
+    first, last = result.history[0], [h for h in result.history if h["kind"] == "eval"][-1]
+    assert last["val_loss"] < first["val_loss"] - 1.0
+    assert result.stopped_by == "max_iters" and result.iter_num == 60
+    best = torch.load(result.best_checkpoint, weights_only=True)  # loadable without unpickling code
+    assert best["iter_num"] in (30, 60) and "optimizer" not in best
+    assert "optimizer" in torch.load(result.last_checkpoint, weights_only=True)
+    records = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "eval"}
+    assert (tmp_path / "logs" / "training.log").read_text().count("eval iter") == 3
+    assert any((tmp_path / "logs" / "tensorboard").iterdir())
+
+
+def test_resumed_run_ends_at_same_loss_as_uninterrupted(tiny_data, tmp_path):
+    common = dict(max_iters=30, lr_decay_iters=30, eval_interval=10)
+    # the same run, stopped at 20 steps and resumed to 30
+    part = tiny_config(tiny_data, tmp_path / "resumed", **{**common, "max_iters": 20})
+    part.model.dropout = 0.1  # dropout uses the RNG: resume must restore it too
+    full_cfg = tiny_config(tiny_data, tmp_path / "full_dropout", **common)
+    full_cfg.model.dropout = 0.1
+    full = train(full_cfg)
+    train(part)
+    resumed_cfg = tiny_config(tiny_data, tmp_path / "resumed", **common)
+    resumed_cfg.model.dropout = 0.1
+    resumed = train(resumed_cfg, resume=True)
+    assert resumed.iter_num == 30
+    assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
+    a = load_checkpoint(full.last_checkpoint)["model"]
+    b = load_checkpoint(resumed.last_checkpoint)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+
+
+def test_time_budget_stops_early(tiny_data, tmp_path):
+    result = train(tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02))
+    assert result.stopped_by == "time_budget" and 0 < result.iter_num < 100000
+    assert load_checkpoint(result.last_checkpoint)["iter_num"] == result.iter_num
+
+
+def test_non_finite_loss_stops_with_checkpoints_intact(tiny_data, tmp_path, monkeypatch):
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+
+    cfg = tiny_config(tiny_data, tmp_path, max_iters=40, eval_interval=10)
+    original = LightBrainTiny.forward
+    calls = {"n": 0}
+
+    def poisoned(self, idx, targets=None, **kw):
+        logits, loss = original(self, idx, targets, **kw)
+        if self.training and targets is not None:
+            calls["n"] += 1
+            if calls["n"] > 15:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(LightBrainTiny, "forward", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at iteration 15"):
+        train(cfg)
+    best = tmp_path / "models" / "lightbrain_tiny_v1.0.pt"
+    last = tmp_path / "models" / "lightbrain_tiny_v1.0.last.pt"
+    assert load_checkpoint(last)["iter_num"] == 10
+    assert math.isfinite(load_checkpoint(best)["best_val_loss"])
+    # with skipping enabled the same run finishes (the poison is only on some steps here)
+    calls["n"] = -1000
+    cfg2 = tiny_config(tiny_data, tmp_path / "skip", max_iters=20, eval_interval=10, skip_nonfinite=True)
+    assert train(cfg2).iter_num == 20
+
+
+def test_vocab_smaller_than_data_is_a_config_error(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path)
+    cfg.model.vocab_size = 50
+    with pytest.raises(ConfigError, match="smaller than the prepared data's vocabulary"):
+        train(cfg)
+
+
+def test_validation_shorter_than_a_block_is_a_clear_error(tiny_tokenizer, tmp_path):
+    docs = tiny_corpus(50)
+    data = write_token_dir(tmp_path / "data", docs, ["Short."], tiny_tokenizer)
+    with pytest.raises(DataTooSmallError, match="validation split has .* fewer than one window"):
+        train(tiny_config(data, tmp_path))
+
+
+def test_sampler_covers_each_window_once_per_epoch_and_shards_ranks():
+    import numpy as np
+
+    tokens = np.arange(8 * 10 + 1)
+    seen = []
+    for rank in range(2):
+        s = BatchSampler(tokens, block_size=8, batch_size=2, seed=3, rank=rank, world_size=2)
+        for _ in range(2):
+            seen.extend(s.next_starts().tolist())
+    assert len(seen) == len(set(seen)) == 8  # 10 windows, batches of 2x2 -> 8 used, none twice
+    s = BatchSampler(tokens, 8, 2, seed=3)
+    s.next_starts()
+    state = s.state_dict()
+    nxt = s.next_starts()
+    s2 = BatchSampler(tokens, 8, 2, seed=3)
+    s2.load_state_dict(state)
+    assert np.array_equal(s2.next_starts(), nxt)
+
+
+def test_lr_schedule_warmup_cosine_floor():
+    from lightbrain.config import TrainConfig
+
+    t = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+    assert get_lr(0, t) < get_lr(9, t) < 1e-3
+    assert get_lr(10, t) == pytest.approx(1e-3)
+    assert get_lr(60, t) == pytest.approx(5.5e-4)
+    assert get_lr(110, t) == pytest.approx(1e-4) and get_lr(500, t) == pytest.approx(1e-4)
+    wsd = TrainConfig(learning_rate=1e-3, min_lr=0.0, warmup_iters=0, max_iters=100, lr_schedule="wsd", decay_fraction=0.2)
+    assert get_lr(79, wsd) == pytest.approx(1e-3) and get_lr(90, wsd) == pytest.approx(5e-4)
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "lightbrain", *args], capture_output=True, text=True, env=env,
+                          cwd=kw.get("cwd", REPO), timeout=kw.get("timeout", 300))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_data, tmp_path):
+    cmd = [sys.executable, "-m", "lightbrain", "train", "-c", str(REPO / "configs/test_tiny.yaml"),
+           f"train.data_dir={tiny_data}", f"train.out_dir={tmp_path}/models", f"train.log_dir={tmp_path}/logs",
+           "train.max_iters=1000000", "train.eval_interval=1000000", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "logs" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or '"kind": "train"' not in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["stopped_by"] == "interrupted" and summary["iter_num"] > 0
+    assert load_checkpoint(tmp_path / "models" / "lightbrain_tiny_v1.0.last.pt")["iter_num"] == summary["iter_num"]
+
+
+def test_ddp_two_processes_on_cpu_with_gloo(tiny_data, tmp_path):
+    """torchrun with 2 gloo processes: each rank takes its own shard of every epoch and gradients are
+    averaged; rank 0 writes checkpoints and logs."""
+    base = ["-c", str(REPO / "configs/test_tiny.yaml"), f"train.data_dir={tiny_data}", "train.max_iters=6",
+            "train.eval_interval=6", "train.gradient_accumulation_steps=2", "--no-progress"]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lightbrain",
+         "train", *base, f"train.out_dir={tmp_path}/ddp/models", f"train.log_dir={tmp_path}/ddp/logs"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp/models/lightbrain_tiny_v1.0.last.pt")
+    assert ckpt["iter_num"] == 6
+    model, _, _ = load_model(tmp_path / "ddp/models/lightbrain_tiny_v1.0.last.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    log = (tmp_path / "ddp/logs/training.log").read_text()
+    assert "2 process(es)" in log
+    records = [json.loads(line) for line in (tmp_path / "ddp/logs/metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
