@@ -450,7 +450,9 @@ def generic_texts(path: Path, kind: str, data: bytes, text_field: str, unit: str
     """The texts of one generic file (`kind` is txt, jsonl, json, csv or parquet)."""
     if kind == "txt":
         text = _decode(path, data)
-        return re.split(r"\n[ \t]*\n", text) if unit == "paragraph" else [text]
+        if unit == "paragraph":  # blocks separated by one or more blank lines
+            return [block for block in re.split(r"\n\s*\n", text) if block.strip()]
+        return [text]
     if kind == "jsonl":
         texts = []
         for n, line in enumerate(_decode(path, data).splitlines(), start=1):

@@ -69,6 +69,8 @@ class MedicalBPETokenizer:
 
         self._json = tokenizer_json
         self._tok = Tokenizer.from_str(tokenizer_json)
+        # A literal "<|endoftext|>" in a document is text, not a document boundary (as GPT-2's encode_ordinary).
+        self._tok.encode_special_tokens = True
         eot = self._tok.token_to_id(EOT)
         if eot is None:
             raise TokenizerError(f"the medical BPE has no {EOT} token; retrain it with lightbrain prepare")
