@@ -344,3 +344,22 @@ def test_normalise_whitespace_and_duplicates():
     first = drop_duplicates([Document("x", "x"), Document("y", "y"), Document("x", "x")], seen)
     assert [d.text for d in first] == ["x", "y"]
     assert [d.text for d in drop_duplicates([Document("y", "g"), Document("z", "z")], seen)] == ["z"]
+
+
+def test_pubmedqa_from_the_hub_uses_given_test_pmids(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load(name, config, split):
+        calls.append((name, config, split))
+        return hub_rows()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    folder = write_pubmedqa(tmp_path / "pubmedqa", test=("111",))
+    spec = parse_source({"type": "pubmedqa", "config": "pqa_labeled", "test_pmids": str(folder / "test_ground_truth.json")})
+    loaded = load_source(spec)
+    assert calls == [("qiaojin/PubMedQA", "pqa_labeled", "train")]
+    assert [d.split for d in loaded.documents] == ["validation", "train"] and not loaded.notes
+    (folder / "test_ground_truth.json").write_text(json.dumps({"222": "maybe"}))
+    assert load_source(spec).sha256 != loaded.sha256  # the test split is part of the input
+    assert load_source(parse_source("hub")).notes  # no test split known: says so

@@ -15,7 +15,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from lightbrain.data.cleaning import normalise_whitespace
 
@@ -183,12 +183,11 @@ def _item_from_hub_row(row: dict, where: str) -> PubMedQAItem:
     )
 
 
-def _read_parquet_rows(path: Path, hasher: _Hasher | None = None) -> list[dict]:
+def _parquet_rows(path: Path, data: bytes) -> list[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"reading {path} needs pyarrow: pip install 'lightbrain[hf]'") from None
-    data = hasher.read(path) if hasher else path.read_bytes()
     try:
         return pq.read_table(io.BytesIO(data)).to_pylist()
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -207,7 +206,7 @@ def _read_pubmedqa_local(path: Path, hasher: _Hasher) -> list[PubMedQAItem]:
     items: list[PubMedQAItem] = []
     for file in _pubmedqa_files(path) if path.is_dir() else [path]:
         if file.suffix == ".parquet":
-            rows = _read_parquet_rows(file, hasher)
+            rows = _parquet_rows(file, hasher.read(file))
             items += [_item_from_hub_row(row, f"{file}: row {i}") for i, row in enumerate(rows)]
         elif file.suffix == ".json":
             try:
@@ -316,7 +315,10 @@ def _load_pubmedqa(spec: SourceSpec) -> LoadedSource:
         notes.append(f"PubMedQA ({spec.describe()}): no {TEST_GROUND_TRUTH} found, so its items are split by the "
                      "hash rule on their text, not by the official test split; give `test_pmids: PATH` to fix")
     docs = _pubmedqa_documents(items, test_pmids)
-    return LoadedSource(spec, docs, sha or _text_hash(d.text for d in docs), notes)
+    if sha is None:  # from the hub: the rows' text, plus the test split file that decides their split
+        test_text = [test_file.read_text(encoding="utf-8")] if test_file is not None else []
+        sha = _text_hash([d.text for d in docs] + test_text)
+    return LoadedSource(spec, docs, sha, notes)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -479,9 +481,7 @@ def generic_texts(path: Path, kind: str, data: bytes, text_field: str, unit: str
         return [_field_text(r, text_field, f"{path}: row {i} (column names: header line)")
                 for i, r in enumerate(rows, start=1)]
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+        rows = _parquet_rows(path, data)
         return [_field_text(r, text_field, f"{path}: row {i}") for i, r in enumerate(rows, start=1)]
     raise DataError(f"{path}: unknown format {kind!r}")
 
@@ -612,15 +612,17 @@ def expand_sources(entries: list) -> list[SourceSpec]:
     return specs
 
 
-LOADERS: dict[str, Callable[..., LoadedSource]] = {
-    "pubmedqa": _load_pubmedqa, "medquad": _load_medquad, "mts_dialog": _load_mts_dialog, "hub": _load_hub_texts,
-}
-
-
 def load_source(spec: SourceSpec, progress: bool = False) -> LoadedSource:
+    """A source's documents and content hash (`progress` shows a bar over MedQuAD's many files)."""
+    if spec.type == "pubmedqa":
+        return _load_pubmedqa(spec)
     if spec.type == "medquad":
         return _load_medquad(spec, progress)
-    return LOADERS.get(spec.type, _load_generic)(spec)
+    if spec.type == "mts_dialog":
+        return _load_mts_dialog(spec)
+    if spec.type == "hub":
+        return _load_hub_texts(spec)
+    return _load_generic(spec)
 
 
 def source_sha256(spec: SourceSpec) -> str:
