@@ -10,5 +10,5 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes
 $SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 echo "installed $(chromium --version 2>/dev/null || echo chromium) and /usr/bin/chromedriver"

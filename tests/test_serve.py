@@ -243,25 +243,29 @@ def test_concurrent_requests_get_their_own_results(tiny, client):
 class EndlessSlowModel(torch.nn.Module):
     """Wraps a model so it never emits end-of-text and each step takes a little while: a long stream."""
 
-    def __init__(self, model, eot_id: int):
+    def __init__(self, model, eot_id: int, delay: float = 0.002):
         super().__init__()
-        self.inner, self.eot_id, self.config = model, eot_id, model.config
+        self.inner, self.eot_id, self.config, self.delay = model, eot_id, model.config, delay
 
     def new_kv_cache(self, batch):
         return self.inner.new_kv_cache(batch)
 
     def forward(self, idx, **kwargs):
-        time.sleep(0.002)
+        time.sleep(self.delay)
         logits, loss = self.inner(idx, **kwargs)
         logits[..., self.eot_id] = float("-inf")
         return logits, loss
 
 
-def wait_for(condition, what: str, seconds: float = 15.0):
+def wait_for(condition, what: str, seconds: float = 20.0):
+    """Poll `condition` until it returns something true, and return that."""
     deadline = time.monotonic() + seconds
-    while not condition():
+    while True:
+        value = condition()
+        if value:
+            return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def test_disconnect_frees_the_slot_and_a_full_queue_answers_503(tiny):

@@ -565,7 +565,7 @@ def running_server(app, port: int = 0, log_level: str = "warning") -> Iterator[s
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="lightbrain-http", daemon=True)
     thread.start()
     try:
@@ -591,4 +591,5 @@ def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info
     announce(f"serving {app.state.model_name} at http://{shown}:{port}/ (API: http://{shown}:{port}/v1)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         announce("note: the server has no authentication; anyone who can reach this address can use it")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # on Ctrl-C, open streams get a few seconds to finish before they are cut
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
