@@ -187,6 +187,10 @@ def test_medquad_both_schemas_skip_empty_answers(tmp_path):
     assert loaded.sha256 == source_sha256(loaded.spec)
     only_cdc = load_source(parse_source({"type": "medquad", "path": str(root), "folders": ["9_CDC_QA"]}))
     assert [d.group for d in only_cdc.documents] == ["9_CDC_QA/0000397.xml"]
+    # a numbered subfolder given alone keeps its paths relative to the MedQuAD folder, so its split is unchanged
+    for entry in (str(root / "9_CDC_QA"), {"type": "medquad", "path": str(root / "9_CDC_QA")}):
+        [spec] = expand_sources([entry])
+        assert (spec.path, spec.folders) == (root, ["9_CDC_QA"])
 
 
 def test_medquad_bad_xml_names_the_file(tmp_path):

@@ -50,6 +50,8 @@ class SourceSpec:
         out: dict[str, Any] = {"type": self.type}
         if self.path is not None:
             out["path"] = str(self.path)
+            if self.folders:
+                out["folders"] = self.folders
         else:
             out["name"] = self.name
             if self.config:
@@ -352,6 +354,18 @@ def medquad_document(question: str, answer: str) -> str:
     return f"{normalise_whitespace(question)}\n{answer}".strip()
 
 
+_MEDQUAD_SUBFOLDER = re.compile(r"\d+_\w+_QA(_XML)?")  # 1_CancerGov_QA ... 12_MPlusHerbsSupplements_QA
+
+
+def medquad_rooted(spec: SourceSpec) -> SourceSpec:
+    """A path to one of MedQuAD's numbered subfolders reads as that subfolder of the MedQuAD folder,
+    so its files keep the relative paths (and so the splits) they have in a full run."""
+    path = spec.path
+    if path is not None and spec.folders is None and path.is_dir() and _MEDQUAD_SUBFOLDER.fullmatch(path.name):
+        return SourceSpec(type="medquad", path=path.parent, folders=[path.name])
+    return spec
+
+
 def medquad_files(spec: SourceSpec) -> list[Path]:
     root = _require(spec.path, "MedQuAD folder")
     if spec.folders:
@@ -568,6 +582,8 @@ def parse_source(entry: str | Path | dict) -> SourceSpec:
         spec.config = spec.config or "pqa_labeled"
     if kind == "folder" and path.is_file():
         spec.type = "file"
+    if kind == "medquad":
+        return medquad_rooted(spec)
     return _typed_by_suffix(spec) if spec.type in ("folder", "file") else spec
 
 
@@ -598,7 +614,7 @@ def expand_folder(spec: SourceSpec) -> list[SourceSpec]:
     if any(root.glob("ori_pqa*.json")) or any(root.glob("pqa_*/*.parquet")):
         return [SourceSpec(type="pubmedqa", path=root)]
     if any(root.glob("*/*.xml")) or any(root.glob("*.xml")):
-        return [SourceSpec(type="medquad", path=root)]
+        return [medquad_rooted(SourceSpec(type="medquad", path=root))]
     if any(mts_split(p) for p in root.rglob("MTS-Dialog*.csv")):
         return [SourceSpec(type="mts_dialog", path=root)]
     return [spec]
