@@ -165,6 +165,8 @@ def test_stop_sequences_cut_the_text(tiny, client):
     assert result.choices[0].text == cut and result.choices[0].finish_reason == "stop"
     streamed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, temperature=0, stop=stop, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == cut
+    echoed = client.completions.create(model=MODEL, prompt=prompt, max_tokens=40, temperature=0, stop=stop, echo=True)
+    assert echoed.choices[0].text == prompt + cut
 
 
 def test_empty_or_missing_prompt_starts_a_new_document(tiny, server, client):
