@@ -29,7 +29,7 @@ import torch
 from lightbrain import DISCLAIMER, __version__
 from lightbrain.atomic_io import atomic_write_text
 from lightbrain.config import LightBrainConfig, ModelConfig, config_from_dict
-from lightbrain.data.tokenizers import EOT, GPT2Tokenizer, MedicalBPETokenizer
+from lightbrain.data.tokenizers import EOT, GPT2Tokenizer, MedicalBPETokenizer, _byte_level_inverse
 
 # GPT-2 stores these projections as Conv1D, (in_features, out_features): transpose on the way.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -173,23 +173,6 @@ def model_config_from_gpt2(hf: dict[str, Any], source: str) -> ModelConfig:
 # tokenizers
 
 
-def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 bytes to printable characters (byte-level BPE's alphabet).
-
-    Printable Latin-1 bytes stand for themselves; the rest (controls, space...) take the code
-    points from 256 upwards in byte order, which is how a space becomes 'Ġ'.
-    """
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), 256))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def _split_in_two(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
     """The merge that creates `token`: run BPE on its bytes with only the merges ranked below it."""
     parts = [token[i:i + 1] for i in range(len(token))]
@@ -219,7 +202,7 @@ def gpt2_tokenizer_json(tokenizer: GPT2Tokenizer) -> str:
 
     enc = tokenizer._enc
     ranks = {token: enc.encode_single_token(token) for token in enc.token_byte_values()}
-    chars = byte_to_unicode()
+    chars = {b: ch for ch, b in _byte_level_inverse().items()}  # byte -> its character in the BPE alphabet
 
     def show(token: bytes) -> str:
         return "".join(chars[b] for b in token)
