@@ -15,24 +15,29 @@ import torch
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick next tokens (B,) from logits (B, vocab). Temperature 0 is greedy (argmax)."""
+    """Pick next tokens (B,) from logits (B, vocab). Temperature 0 is greedy (argmax).
+
+    top_k keeps the k highest logits (ties at the k-th are broken by position), top_p then keeps the
+    smallest set of those whose probability reaches top_p; the draw is among what is left."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
-    if top_k is not None and top_k > 0 and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+    candidates = None  # vocabulary ids of the columns of `logits` once it is cut down and sorted
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        # softmax and draw over k values, not the whole vocabulary: most of a sampling step's cost otherwise
+        logits, candidates = torch.topk(logits, top_k, dim=-1)  # sorted, highest first
     if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        if candidates is None:
+            logits, candidates = torch.sort(logits, descending=True, dim=-1)
+        probs = logits.softmax(dim=-1)
         # drop a token when the mass before it already reaches top_p (the top token always stays)
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
+    choice = torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)  # (B, 1)
+    if candidates is not None:
+        choice = candidates.gather(-1, choice)
+    return choice.squeeze(-1)
 
 
 def _check_prompt(idx: torch.Tensor) -> torch.Tensor:
@@ -55,8 +60,12 @@ def generate_stream(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: i
     device = idx.device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
+    batch = idx.size(0)
     window = idx[:, -block_size:]
-    cache = model.new_kv_cache(idx.size(0))
+    # `held` is the window the cache holds, written in place, so no step allocates a growing tensor
+    held = torch.empty(batch, block_size, dtype=idx.dtype, device=device)
+    held[:, :window.size(1)] = window
+    cache = model.new_kv_cache(batch)
     logits, _ = model(window, kv_cache=cache, last_only=True)
     keep = max(1, block_size // 2)
     for step in range(max_new_tokens):
@@ -64,12 +73,13 @@ def generate_stream(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: i
         yield next_token
         if step == max_new_tokens - 1:
             break
-        window = torch.cat([window, next_token[:, None]], dim=1)
-        if cache.pos >= block_size:  # context full: keep the recent half and rebuild the cache
-            window = window[:, -keep:]
-            cache = model.new_kv_cache(idx.size(0))
-            logits, _ = model(window, kv_cache=cache, last_only=True)
+        if cache.pos >= block_size:  # context full: keep the recent half (ending with next_token), rebuild the cache
+            held[:, :keep - 1] = held[:, block_size - keep + 1:].clone()
+            held[:, keep - 1] = next_token
+            cache.reset()
+            logits, _ = model(held[:, :keep], kv_cache=cache, last_only=True)
         else:
+            held[:, cache.pos] = next_token
             logits, _ = model(next_token[:, None], kv_cache=cache, last_only=True)
 
 
