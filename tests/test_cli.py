@@ -104,3 +104,24 @@ def test_help_lists_verbs():
         assert verb in r.stdout
     r = cli("train", "-c", REPO / "configs/tiny_cpu.yaml", "train.learnin_rate=1")
     assert r.returncode == 2 and "did you mean 'learning_rate'" in r.stderr
+
+
+def test_eval_pubmedqa_task_reports_accuracy_baseline_and_bpb(tiny_data, tiny_tokenizer, shared_data, tmp_path):
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.checkpoint import save_checkpoint
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tiny_data, tmp_path, max_iters=1)
+    cfg.model.vocab_size, cfg.model.block_size = tiny_tokenizer.vocab_size, 128  # room for question + cue
+    trained = save_checkpoint(tmp_path / "m.pt", model=LightBrainTiny(cfg.model), config=cfg,
+                              tokenizer=tiny_tokenizer.to_dict())
+    r = cli("eval", "--checkpoint", trained, "--task", "pubmedqa", "--pubmedqa", shared_data / "pubmedqa",
+            "--limit", 12, "--markdown", tmp_path / "results.md")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["pubmedqa"]["n_items"] == 12 and 0.0 <= result["pubmedqa"]["accuracy"] <= 1.0
+    assert "majority_baseline" in result["pubmedqa"] and "bits_per_byte" in result
+    assert "accuracy" in (tmp_path / "results.md").read_text().lower()
+    missing = cli("eval", "--checkpoint", trained, "--task", "pubmedqa")
+    assert missing.returncode == 1 and "--pubmedqa DIR" in missing.stderr
