@@ -19,6 +19,7 @@ GPT-2-shaped folders (safetensors weights) that have no lightbrain.json.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -107,10 +108,12 @@ def from_gpt2_state_dict(hf_state: dict[str, torch.Tensor], config: ModelConfig,
         if name.endswith(CONV1D):
             tensor = tensor.t()
         out[name] = tensor.contiguous()
-    if config.tie_embeddings or "lm_head.weight" not in out:
-        if "transformer.wte.weight" not in out:
-            raise ExportError(f"{source}: the weights have no token embedding (transformer.wte.weight)")
+    if "transformer.wte.weight" not in out:
+        raise ExportError(f"{source}: the weights have no token embedding (transformer.wte.weight)")
+    if config.tie_embeddings:
         out["lm_head.weight"] = out["transformer.wte.weight"]
+    elif "lm_head.weight" not in out:
+        raise ExportError(f"{source}: config.json says tie_word_embeddings=false but the weights have no lm_head.weight")
     if not config.bias:
         for name in [n for n in out if n.endswith(".bias")]:
             if torch.count_nonzero(out[name]):
@@ -248,7 +251,11 @@ def _write_hf_tokenizer(tokenizer, folder: Path, block_size: int) -> None:
 # export
 
 
-def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, Any]) -> str:
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, Any], folder_name: str) -> str:
     m = config.model
     n_params = info.get("num_params")
     lines = [
@@ -273,19 +280,19 @@ def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, An
         f"| parameters | {n_params:,} |" if n_params else "| parameters | - |",
         f"| tied embeddings | {'yes' if m.tie_embeddings else 'no'} |",
         f"| training iterations | {info.get('iter_num', '-')} |",
-        f"| best validation loss | {info.get('best_val_loss') if info.get('best_val_loss') is not None else '-'} |",
+        f"| best validation loss | {_number(info.get('best_val_loss'))} |",
         "",
         "## Use",
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "model = AutoModelForCausalLM.from_pretrained('PATH')",
-        "tokenizer = AutoTokenizer.from_pretrained('PATH')",
+        f"model = AutoModelForCausalLM.from_pretrained({folder_name!r})",
+        f"tokenizer = AutoTokenizer.from_pretrained({folder_name!r})",
         "```",
         "",
         f"The model sees at most {m.block_size} tokens: prompt plus generated text must fit "
         "(`generation_config.json` sets `max_length` to that).",
-        "`lightbrain export --from-hf PATH --out model.pt` turns this folder back into a LightBrain checkpoint.",
+        f"`lightbrain export --from-hf {folder_name} model.pt` turns this folder back into a LightBrain checkpoint.",
         "",
         "## Limitations",
         "",
@@ -346,7 +353,7 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
         atomic_write_text(tmp / "generation_config.json", json.dumps(generation, indent=2) + "\n")
         _write_hf_tokenizer(tokenizer, tmp, mcfg.block_size)
         atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2) + "\n")
-        atomic_write_text(tmp / "README.md", model_card(config, tokenizer_spec["name"], info))
+        atomic_write_text(tmp / "README.md", model_card(config, tokenizer_spec["name"], info, out_dir.name))
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -356,6 +363,12 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
 
 def _swap_in(new: Path, target: Path) -> None:
     """Put the finished folder `new` at `target`, so a failed export never leaves a half-written folder."""
+    # temporary files are private (0600); an export is meant to be shared, so use the usual modes
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in new.iterdir():
+        path.chmod(0o666 & ~umask)
+    new.chmod(0o777 & ~umask)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{new.name}")
