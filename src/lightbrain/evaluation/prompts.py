@@ -23,8 +23,9 @@ The leading end-of-text token marks the start of a document, as between document
 training token stream.
 
 A small model sees only block_size tokens (128 for LightBrain-Tiny), fewer than most abstracts
-need (median about 290 GPT-2 tokens of context). The question and the cue are always kept whole;
-the context is cut in the middle: its first quarter of the remaining room (the aim) and its
+need (median about 290 GPT-2 tokens of context). The cue is always kept, and the question too
+(only one longer than half the budget is shortened to its start; PubMedQA has none); the context
+is cut in the middle: its first quarter of the remaining room (the aim) and its
 last three quarters (the results, which sit right before the conclusion and decide the answer),
 joined by " [...]".
 """
