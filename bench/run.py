@@ -1,0 +1,495 @@
+"""LightBrain against Hugging Face Transformers' GPT2LMHeadModel of the same shape, on this machine.
+
+    python bench/run.py                          # every section; writes bench/RESULTS.md
+    python bench/run.py --only decode --repeats 5
+    python bench/run.py --only train,batch --write
+
+Both models are built with random weights (no downloads): 6 layers, 6 heads, 384 dims, GPT-2's
+vocabulary, a 128-token context (Hugging Face's position table widened to 256 for generation, as it
+cannot slide a window). Every number is the median of --repeats timed runs after a warm-up run.
+
+Sections:
+  train    forward + backward + AdamW step, batch 8 x 128, tokens/s (fp32; bf16 autocast; optional compile)
+  decode   200 new tokens after a 12-token prompt, batch 1, top-k 50, temperature 1.0, seconds
+  batch    32 prompts x 200 new tokens, tokens/s
+  prepare  `lightbrain prepare` of all of ../shared/data with each tokenizer, documents/s and tokens/s
+  quality  bits per byte on held-out text of the fp32, bf16 and int8 inference copies
+  gpu      the GPU recipe (batch 32, bf16, fused AdamW, compile, flash attention): tokens/s, MFU, decode
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightbrain.atomic_io import atomic_write_text
+from lightbrain.config import DataConfig, ModelConfig
+from lightbrain.inference.generate import generate
+from lightbrain.inference.quantize import quantize_for_inference
+from lightbrain.models.lightbrain_tiny import LightBrainTiny
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LIGHTBRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
+SECTIONS = ("train", "decode", "batch", "prepare", "quality", "gpu")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+VOCAB, BLOCK = 50257, 128
+TRAIN_BATCH = 8
+PROMPT_LEN, NEW_TOKENS, TOP_K = 12, 200, 50
+BATCH_PROMPTS = 32
+DECODE_TARGET_S, TRAIN_TARGET_RATIO, PREPARE_TARGET_S = 1.0, 1.5, 60.0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() over `repeats` runs, after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def row(section: str, setting: str, lightbrain: float | None, hf: float | None, unit: str,
+        higher_is_better: bool = True, target: str = "", note: str = "") -> dict:
+    return dict(section=section, setting=setting, lightbrain=lightbrain, hf=hf, unit=unit,
+                higher_is_better=higher_is_better, target=target, note=note)
+
+
+def verdict(met: bool, by: str) -> str:
+    return "met" if met else f"**missed** by {by}"
+
+
+def lightbrain_model(dropout: float = 0.1) -> LightBrainTiny:
+    torch.manual_seed(0)
+    return LightBrainTiny(ModelConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=dropout))
+
+
+def hf_model(n_positions: int = BLOCK):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=n_positions, n_embd=384, n_layer=6, n_head=6)
+    model = GPT2LMHeadModel(config)
+    model.generation_config.eos_token_id = None  # always produce every asked-for token, as LightBrain does
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def bf16_autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def train_tokens_per_s(model, optimizer, step_loss, batch: int, repeats: int) -> float:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, VOCAB, (batch, BLOCK), generator=g)
+    y = torch.randint(0, VOCAB, (batch, BLOCK), generator=g)
+    model.train()
+
+    def step():
+        loss = step_loss(model, x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return batch * BLOCK / timed(step, repeats, warmup=2)
+
+
+def lightbrain_loss(autocast: bool):
+    def loss(model, x, y):
+        with bf16_autocast() if autocast else contextlib.nullcontext():
+            return model(x, y)[1]
+    return loss
+
+
+def hf_loss(autocast: bool):
+    def loss(model, x, y):
+        with bf16_autocast() if autocast else contextlib.nullcontext():
+            return model(input_ids=x, labels=x).loss  # labels are shifted inside the model
+    return loss
+
+
+def bench_train(args) -> list[dict]:
+    results = {}
+    for name, autocast in (("fp32", False), ("bf16 autocast", True)):
+        model = lightbrain_model()
+        opt = model.configure_optimizer(0.1, 1e-4, (0.9, 0.95), "cpu")
+        results[("lb", name)] = train_tokens_per_s(model, opt, lightbrain_loss(autocast), TRAIN_BATCH, args.repeats)
+        log(f"train lightbrain {name}: {results[('lb', name)]:.0f} tokens/s")
+        model = hf_model()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
+        results[("hf", name)] = train_tokens_per_s(model, opt, hf_loss(autocast), TRAIN_BATCH, args.repeats)
+        log(f"train hf {name}: {results[('hf', name)]:.0f} tokens/s")
+    # Hugging Face with the same fused optimizer, to show what the optimizer alone is worth
+    model = hf_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    hf_fused = train_tokens_per_s(model, opt, hf_loss(False), TRAIN_BATCH, args.repeats)
+    log(f"train hf fp32 fused AdamW: {hf_fused:.0f} tokens/s")
+    if args.compile:
+        model = lightbrain_model()
+        opt = model.configure_optimizer(0.1, 1e-4, (0.9, 0.95), "cpu")
+        compiled = torch.compile(model)
+        results[("lb", "bf16 autocast + compile")] = train_tokens_per_s(compiled, opt, lightbrain_loss(True),
+                                                                        TRAIN_BATCH, args.repeats)
+        log(f"train lightbrain bf16 + compile: {results[('lb', 'bf16 autocast + compile')]:.0f} tokens/s")
+
+    hf32 = results[("hf", "fp32")]
+    rows = [
+        row("train", f"fp32, batch {TRAIN_BATCH}x{BLOCK} (LightBrain: fused AdamW; HF: default AdamW)",
+            results[("lb", "fp32")], hf32, "tokens/s", target="LB/HF >= 1.0: " +
+            verdict(results[("lb", "fp32")] >= hf32, f"{1 - results[('lb', 'fp32')] / hf32:.0%}")),
+        row("train", "fp32, both with fused AdamW", results[("lb", "fp32")], hf_fused, "tokens/s",
+            note="same optimizer kernel: the difference is the model code alone"),
+        row("train", "bf16 autocast, both", results[("lb", "bf16 autocast")], results[("hf", "bf16 autocast")],
+            "tokens/s"),
+    ]
+    best_name = max((k[1] for k in results if k[0] == "lb"), key=lambda n: results[("lb", n)])
+    best = results[("lb", best_name)]
+    rows.append(row("train", f"LightBrain best ({best_name}) vs HF fp32", best, hf32, "tokens/s",
+                    target=f"LB/HF >= {TRAIN_TARGET_RATIO}: " +
+                    verdict(best / hf32 >= TRAIN_TARGET_RATIO, f"{1 - best / hf32 / TRAIN_TARGET_RATIO:.0%}")))
+    if ("lb", "bf16 autocast + compile") in results:
+        rows.append(row("train", "LightBrain bf16 autocast + torch.compile", results[("lb", "bf16 autocast + compile")],
+                        results[("hf", "bf16 autocast")], "tokens/s", note="HF column: HF bf16 autocast, eager"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- decode
+
+def prompts(batch: int) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+
+
+def lightbrain_variants() -> dict[str, torch.nn.Module]:
+    fp32 = lightbrain_model(dropout=0.0).eval()
+    return {"fp32": fp32, "bf16": quantize_for_inference(fp32, "bf16"), "int8": quantize_for_inference(fp32, "int8")}
+
+
+def lightbrain_generate_s(model, batch: int, repeats: int) -> float:
+    idx = prompts(batch)
+    seeds = iter(range(10**6))
+
+    def run():
+        out = generate(model, idx, NEW_TOKENS, temperature=1.0, top_k=TOP_K, seed=next(seeds))
+        assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS)
+
+    return timed(run, repeats)
+
+
+def hf_generate_s(model, batch: int, repeats: int) -> float:
+    idx = prompts(batch)
+    mask = torch.ones_like(idx)
+
+    def run():
+        with torch.inference_mode():
+            out = model.generate(idx, attention_mask=mask, do_sample=True, top_k=TOP_K, temperature=1.0,
+                                 max_new_tokens=NEW_TOKENS, use_cache=True)
+        assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS)
+
+    return timed(run, repeats)
+
+
+def bench_decode(args) -> list[dict]:
+    hf = hf_model(n_positions=256).eval()
+    hf_s = hf_generate_s(hf, 1, args.repeats)
+    log(f"decode hf fp32: {hf_s:.3f} s")
+    rows = []
+    for name, model in lightbrain_variants().items():
+        s = lightbrain_generate_s(model, 1, args.repeats)
+        log(f"decode lightbrain {name}: {s:.3f} s")
+        ok = s <= DECODE_TARGET_S
+        rows.append(row("decode", f"{NEW_TOKENS} tokens, batch 1, LightBrain {name} (HF fp32)", s, hf_s, "s",
+                        higher_is_better=False,
+                        target=f"<= {DECODE_TARGET_S} s: " + verdict(ok, f"{s - DECODE_TARGET_S:.2f} s"),
+                        note=f"{1000 * s / NEW_TOKENS:.1f} ms/token"))
+    return rows
+
+
+def bench_batch(args) -> list[dict]:
+    hf = hf_model(n_positions=256).eval()
+    n = BATCH_PROMPTS * NEW_TOKENS
+    hf_tps = n / hf_generate_s(hf, BATCH_PROMPTS, args.repeats)
+    log(f"batch hf fp32: {hf_tps:.0f} tokens/s")
+    rows = []
+    for name, model in lightbrain_variants().items():
+        tps = n / lightbrain_generate_s(model, BATCH_PROMPTS, args.repeats)
+        log(f"batch lightbrain {name}: {tps:.0f} tokens/s")
+        rows.append(row("batch", f"{BATCH_PROMPTS} x {NEW_TOKENS} tokens, LightBrain {name} (HF fp32)", tps, hf_tps,
+                        "tokens/s"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def seed_tiktoken() -> None:
+    """tiktoken's GPT-2 files from ../shared/data/gpt2, so the gpt2 tokenizer works offline."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return
+    cache = Path(tempfile.mkdtemp(prefix="lightbrain-tiktoken-"))
+    subprocess.run(["sh", str(SHARED_DATA / "gpt2" / "seed_tiktoken_cache.sh"), str(cache)], check=True,
+                   capture_output=True)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+
+
+def prepare(tokenizer: str, out_dir: Path) -> tuple[float, dict]:
+    from lightbrain.data.prepare import prepare_data
+
+    config = DataConfig(sources=[str(SHARED_DATA)], tokenizer=tokenizer, out_dir=str(out_dir), force=True)
+    start = time.perf_counter()
+    meta = prepare_data(config, progress=False)
+    return time.perf_counter() - start, meta
+
+
+def bench_prepare(args) -> list[dict]:
+    if not SHARED_DATA.is_dir():
+        return [row("prepare", "all of ../shared/data", None, None, "", note=f"skipped: {SHARED_DATA} is absent")]
+    seed_tiktoken()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lightbrain-bench-") as tmp:
+        for tokenizer in ("gpt2", "medical-bpe"):
+            times = []
+            for _ in range(args.prepare_repeats):
+                seconds, meta = prepare(tokenizer, Path(tmp) / tokenizer)
+                times.append(seconds)
+            seconds = statistics.median(times)
+            docs = sum(s["documents"] for s in meta["splits"].values())
+            tokens = sum(s["tokens"] for s in meta["splits"].values())
+            log(f"prepare {tokenizer}: {seconds:.1f} s, {docs} documents, {tokens} tokens")
+            rows.append(row("prepare", f"all of ../shared/data, {tokenizer}: {docs:,} documents, {tokens:,} tokens",
+                            docs / seconds, None, "documents/s",
+                            target=f"< {PREPARE_TARGET_S:.0f} s: " +
+                            verdict(seconds < PREPARE_TARGET_S, f"{seconds - PREPARE_TARGET_S:.0f} s"),
+                            note=f"{seconds:.1f} s in all, {tokens / seconds:,.0f} tokens/s"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+def quick_trained_model(data_dir: Path, steps: int) -> LightBrainTiny:
+    """The seed model after `steps` AdamW steps on the prepared train split: enough for logits with
+    real structure, which is what quantization error has to be judged against."""
+    from lightbrain.data.loader import random_batch
+    from lightbrain.data.token_files import open_split
+
+    train = open_split(data_dir, "train")
+    model = lightbrain_model(dropout=0.0)
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    rng = np.random.default_rng(0)
+    model.train()
+    for step in range(steps):
+        x, y = random_batch(train, BLOCK, TRAIN_BATCH, rng)
+        with bf16_autocast():
+            _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 25 == 0 or step == steps - 1:
+            log(f"quality: training step {step + 1}/{steps}, loss {loss.item():.3f}")
+    return model.eval()
+
+
+def bench_quality(args) -> list[dict]:
+    from lightbrain.data.token_files import open_split
+    from lightbrain.data.tokenizers import load_data_tokenizer
+    from lightbrain.evaluation.language_modeling import evaluate_tokens
+
+    with tempfile.TemporaryDirectory(prefix="lightbrain-bench-") as tmp:
+        if args.checkpoint:
+            from lightbrain.training.checkpoint import load_model
+
+            if not args.data_dir:
+                raise SystemExit("--checkpoint needs --data-dir: the prepared data (made with the checkpoint's "
+                                 "tokenizer) whose validation split is scored")
+            data_dir = Path(args.data_dir)
+            model, _, _ = load_model(args.checkpoint)
+            source = f"checkpoint {args.checkpoint}"
+        elif SHARED_DATA.is_dir():
+            seed_tiktoken()
+            data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "gpt2"
+            if not args.data_dir:
+                prepare("gpt2", data_dir)
+            model = quick_trained_model(data_dir, args.quality_steps)
+            source = f"seed model after {args.quality_steps} training steps"
+        else:
+            return [row("quality", "bits per byte", None, None, "",
+                        note=f"skipped: {SHARED_DATA} is absent and no --checkpoint given")]
+        tokenizer = load_data_tokenizer(data_dir)
+        tokens = np.asarray(open_split(data_dir, "val")[:args.quality_tokens + 1], dtype=np.int64)
+        num_bytes = len(tokenizer.decode_bytes([t for t in tokens[1:].tolist() if t != tokenizer.eot_id]))
+        results = {}
+        for name in ("fp32", "bf16", "int8"):
+            variant = model if name == "fp32" else quantize_for_inference(model, name)
+            results[name] = evaluate_tokens(variant, tokens, num_bytes, batch_size=8)
+            log(f"quality {name}: {results[name]['bits_per_byte']:.4f} bits/byte")
+    base = results["fp32"]["bits_per_byte"]
+    rows = []
+    for name, r in results.items():
+        delta = r["bits_per_byte"] - base
+        rows.append(row("quality", f"bits per byte, LightBrain {name} ({len(tokens) - 1:,} val tokens; {source})",
+                        r["bits_per_byte"], None, "bits/byte", higher_is_better=False,
+                        note="reference" if name == "fp32" else f"{delta:+.4f} vs fp32 ({delta / base:+.2%})"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- gpu
+
+def peak_bf16_flops(name: str) -> float | None:
+    """Dense bf16 peak of known data-centre GPUs, for model FLOPs utilisation."""
+    for key, flops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12)):
+        if key in name:
+            return flops
+    return None
+
+
+def bench_gpu(args) -> list[dict]:
+    if not torch.cuda.is_available():
+        log("no GPU")
+        return [row("gpu", "GPU recipe", None, None, "", note="no GPU on this machine")]
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    model = lightbrain_model().to(device)
+    opt = model.configure_optimizer(0.1, 6e-4, (0.9, 0.95), "cuda")
+    compiled = torch.compile(model)
+    x = torch.randint(0, VOCAB, (32, BLOCK), device=device)
+    y = torch.randint(0, VOCAB, (32, BLOCK), device=device)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss = compiled(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    tps = 32 * BLOCK / timed(step, max(args.repeats, 10), warmup=3)
+    peak = peak_bf16_flops(name)
+    mfu = model.flops_per_token() * tps / peak if peak else None
+    idx = prompts(1).to(device)
+    fast = model.to(torch.bfloat16).eval()
+    seconds = timed(lambda: (generate(fast, idx, NEW_TOKENS, top_k=TOP_K, seed=0), torch.cuda.synchronize()),
+                    args.repeats)
+    return [
+        row("gpu", f"{name}: batch 32x{BLOCK}, bf16, fused AdamW, compile, flash attention", tps, None, "tokens/s",
+            note=f"MFU {mfu:.1%}" if mfu is not None else "MFU: peak of this GPU unknown"),
+        row("gpu", f"{name}: decode {NEW_TOKENS} tokens, batch 1, bf16", seconds, None, "s", higher_is_better=False),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "bits/byte":
+        return f"{value:.4f}"
+    return f"{value:,.0f} {unit}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| section | setting | LightBrain | Hugging Face | LightBrain/HF | target | note |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ratio = "—"
+        if r["lightbrain"] is not None and r["hf"]:
+            value = r["lightbrain"] / r["hf"]
+            ratio = f"{value:.2f}x " + ("(higher is better)" if r["higher_is_better"] else "(time: lower is better)")
+        lines.append(f"| {r['section']} | {r['setting']} | {fmt(r['lightbrain'], r['unit'])} | "
+                     f"{fmt(r['hf'], r['unit'])} | {ratio} | {r['target']} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import transformers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}, "
+            f"{datetime.date.today().isoformat()}")
+
+
+def write_results(path: Path, report: str) -> None:
+    """Replace the generated part of RESULTS.md, keeping the written analysis around it."""
+    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    atomic_write_text(path, f"{head}{BEGIN}\n{report}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--prepare-repeats", type=int, default=1, help="runs of each data preparation")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="also time LightBrain training under torch.compile")
+    parser.add_argument("--checkpoint", help="quality: a trained checkpoint instead of a quick training run")
+    parser.add_argument("--data-dir", help="quality: prepared data to score (default: ../shared/data with gpt2)")
+    parser.add_argument("--quality-steps", type=int, default=150, help="quality: training steps of the quick model")
+    parser.add_argument("--quality-tokens", type=int, default=16384, help="quality: validation tokens scored")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--write", action="store_true",
+                        help="write RESULTS.md even when only some sections ran (always written for a full run)")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    if args.repeats < 1 or args.prepare_repeats < 1:
+        parser.error("--repeats and --prepare-repeats must be at least 1")
+    torch.set_num_threads(args.threads)
+
+    benches = {"train": bench_train, "decode": bench_decode, "batch": bench_batch, "prepare": bench_prepare,
+               "quality": bench_quality, "gpu": bench_gpu}
+    rows = []
+    for section in SECTIONS:
+        if section in only:
+            log(f"== {section}")
+            rows += benches[section](args)
+    report = (f"Machine: {machine()}.\n\nCommand: `python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+              f" (medians of {args.repeats} runs).\n\n{table(rows)}")
+    print(report)
+    if args.write or set(only) == set(SECTIONS):
+        write_results(args.results, report)
+        log(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
