@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pubmedqa", metavar="DIR", help="local PubMedQA folder with ori_pqal.json and "
                         "test_ground_truth.json (e.g. ../shared/data/pubmedqa)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N PubMedQA items")
+    parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                        help="score only the split's first N tokens, a quicker estimate (default: the whole split)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", "-o", help="also write the JSON result to this file")
@@ -42,9 +44,13 @@ def _lm_metrics(args, model, tokenizer, ckpt) -> dict:
         raise ValueError(f"{data_dir} was tokenized with a different tokenizer than {args.checkpoint}'s; "
                          "point --data-dir at the data the model was trained on, or use --text-file")
     split = open_split(data_dir, args.split)
+    tokens, num_bytes = split.tokens, meta["splits"][args.split]["bytes"]
+    if args.max_tokens and args.max_tokens < len(tokens):
+        # bits per byte needs the bytes those tokens spell, end-of-text markers excluded as in meta.json
+        tokens = tokens[:args.max_tokens]
+        num_bytes = len(tokenizer.decode_bytes(int(t) for t in tokens if t != tokenizer.eot_id))
     return {"data_dir": str(data_dir), "split": args.split,
-            **evaluate_tokens(model, split.tokens, meta["splits"][args.split]["bytes"], batch_size=args.batch_size,
-                              progress=True)}
+            **evaluate_tokens(model, tokens, num_bytes, batch_size=args.batch_size, progress=True)}
 
 
 def run(args: argparse.Namespace) -> int:
