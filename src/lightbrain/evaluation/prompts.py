@@ -101,6 +101,22 @@ def conclusion_example(item) -> tuple[str, str]:
     return prompt, " " + normalise_whitespace(item.long_answer).replace("\n", " ")
 
 
+def question_segments(question: str) -> Segments:
+    """A stand-alone medical question (MedQuAD in fine-tuning): the decision prompt's cues, no context.
+
+        <|endoftext|>Question: What are the symptoms of glaucoma?
+        Answer: <the answer>
+    """
+    return [("fixed", "Question:"), ("question", " " + normalise_whitespace(question).replace("\n", " ")),
+            ("fixed", f"\n{DECISION_CUE}")]
+
+
+def question_answer_example(question: str, answer: str) -> tuple[str, str]:
+    """(prompt, completion) text of a question-answer pair for fine-tuning, before any truncation.
+    The answer keeps its line breaks (lists, paragraphs)."""
+    return "".join(text for _, text in question_segments(question)), " " + normalise_whitespace(answer)
+
+
 def fit_prompt(tokenizer, segments: Segments, max_tokens: int) -> EncodedPrompt:
     """Encode the segments after an end-of-text token in at most max_tokens tokens."""
     cut = tokenizer.encode(CUT_MARK)
