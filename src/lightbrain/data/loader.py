@@ -53,6 +53,8 @@ class BatchSampler:
         else:
             # a random offset each epoch so window edges move, then a permutation of whole windows
             offset = int(rng.integers(0, self.block_size)) if (len(self.tokens) - 1) % self.block_size else 0
+            if (len(self.tokens) - 1 - offset) // self.block_size < self.batch_size * self.world_size:
+                offset = 0  # the offset would cost the one window that makes a whole batch: keep every window
             n = (len(self.tokens) - 1 - offset) // self.block_size
             starts = offset + rng.permutation(n) * self.block_size
         usable = len(starts) - len(starts) % (self.batch_size * self.world_size)

@@ -33,6 +33,8 @@ def write_token_file(path: str | Path, chunks: Iterable[np.ndarray], dtype: np.d
                 arr = np.asarray(chunk)
                 if arr.size and int(arr.max()) > np.iinfo(dtype).max:
                     raise TokenFileError(f"token id {int(arr.max())} does not fit {dtype} while writing {path}")
+                if arr.size and int(arr.min()) < 0:  # astype would wrap it to a large, valid-looking id
+                    raise TokenFileError(f"negative token id {int(arr.min())} while writing {path}")
                 f.write(arr.astype(dtype, copy=False).tobytes())
                 total += arr.size
     return total

@@ -1,6 +1,7 @@
 """One checkpoint format for every use: a dict of tensors and plain values saved with `torch.save`,
 written atomically, and always read back with `torch.load(weights_only=True)`, so a checkpoint
-from someone else cannot run code when loaded.
+from someone else cannot run code when loaded (and only after every zip member passes its CRC check,
+so damaged bytes are an error rather than silently wrong weights).
 
 Keys: format, format_version, config (the full recipe), model (state dict), tokenizer
 (to_dict() of the tokenizer), iter_num, best_val_loss, metrics; a resumable "last" checkpoint
@@ -10,6 +11,7 @@ adds optimizer, scaler, rng and sampler state.
 from __future__ import annotations
 
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -61,9 +63,42 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: LightBr
     if training_state:
         ckpt.update(training_state)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+    except (OSError, RuntimeError) as exc:
+        # torch.save reports a full disk as a RuntimeError from its zip writer ("unexpected pos ..."),
+        # so say what happened in words, with the space left.
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:,.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        raise CheckpointError(
+            f"could not write the checkpoint {path} ({str(exc).splitlines()[0]}); {free}. The previous {path.name}, "
+            "if any, is unchanged. Free some disk space or point train.out_dir elsewhere, then resume"
+        ) from exc
     return path
+
+
+def _check_archive(path: Path) -> None:
+    """A checkpoint is a zip archive (torch.save's format): refuse anything else before unpickling a byte,
+    and check every member's CRC-32, because torch.load reads flipped bytes in the weights without noticing."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        kind = ("is empty" if not head else "looks like JSON or text" if head[:1] in b"{[\"" else
+                "is a bare pickle, which LightBrain never unpickles" if head[:1] == b"\x80" else "is not one")
+        raise CheckpointError(f"{path} is not a LightBrain checkpoint: checkpoints are PyTorch zip archives "
+                              f"written by torch.save, and this file {kind} (it starts with {head!r})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read ({type(exc).__name__}: "
+                              f"{exc}); use an earlier copy or the other checkpoint (.pt / .last.pt)") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupted: its member {bad!r} fails its CRC-32 check (bytes changed "
+                              "on disk or in transfer); use an earlier copy or the other checkpoint (.pt / .last.pt)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,6 +106,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -78,7 +114,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} was refused: it holds objects other than tensors and plain values, which could run code "
             f"when loaded, so LightBrain does not unpickle it ({str(exc).splitlines()[0]})"
         ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes torch raise, say so in words
         raise CheckpointError(f"{path} is truncated or corrupted and cannot be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lightbrain.atomic_io import atomic_write_text, remove_stale_temps
 from lightbrain.config import ConfigError, LightBrainConfig
 from lightbrain.data.loader import BatchSampler, DataTooSmallError
 from lightbrain.data.token_files import open_split, read_meta
@@ -150,6 +151,29 @@ def _restore_rng(ckpt: dict[str, Any], sampler: BatchSampler) -> None:
     sampler.load_state_dict(ckpt["sampler"])
 
 
+def _trim_metrics(path: Path, iter_num: int) -> None:
+    """Before a resumed run appends to metrics.jsonl, drop what the stopped run logged after its checkpoint
+    (those steps are trained and logged again) and any line a kill cut short, so the file reads as one
+    uninterrupted run. The eval at the checkpoint's own iteration was logged before it was saved and is
+    repeated by the resumed run when due, so it goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        it = record.get("iter") if isinstance(record, dict) else None
+        if not isinstance(it, int) or it < iter_num or (it == iter_num and record.get("kind") == "train"):
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+def _weights_finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+
 def resolve_model_config(config: LightBrainConfig, meta: dict[str, Any]) -> None:
     """Fill model.vocab_size from the data's tokenizer, or check the two agree."""
     vocab = int(meta["vocab_size"])
@@ -219,11 +243,24 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizers = build_optimizer(model, config, device)
     sampler = BatchSampler(train_data, block, t.batch_size, seed=t.seed, rank=ddp.rank, world_size=ddp.world_size)
+    if sampler.overlapping and ddp.is_main:
+        log.warning("the train split holds %d windows of %d tokens, fewer than one batch of %d x %d processes: "
+                    "batches are random overlapping windows, so epochs repeat text", sampler.n_windows, block + 1,
+                    t.batch_size, ddp.world_size)
+    if ddp.is_main:
+        for stale in remove_stale_temps(best_path) + remove_stale_temps(last_path):
+            log.info("removed %s, left by a run killed while writing a checkpoint", stale)
 
     iter_num, best_val_loss = 0, None
     if resume:
         if last_path.is_file():
             ckpt = load_checkpoint(last_path)
+            if ckpt["tokenizer"] != tokenizer.to_dict():
+                raise TrainingError(
+                    f"{last_path} was trained on token ids from another tokenizer ({ckpt['tokenizer'].get('name')}) "
+                    f"than the one that prepared {t.data_dir} ({tokenizer.name}, fingerprint "
+                    f"{tokenizer.fingerprint()[:12]}): resume on the data it was trained on, or start a new run "
+                    "in another train.out_dir")
             load_state_into(model, ckpt["model"], source=str(last_path))
             for opt, state in zip(optimizers, ckpt["optimizer"]):
                 opt.load_state_dict(state)
@@ -232,6 +269,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
             _restore_rng(ckpt, sampler)
             if ddp.is_main:
+                _trim_metrics(log_dir / "metrics.jsonl", iter_num)
                 log.info("resumed from %s at iteration %d", last_path, iter_num)
         elif ddp.is_main:
             log.info("no checkpoint at %s; starting from scratch", last_path)
@@ -251,6 +289,15 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                  ddp.world_size, tokens_per_step)
 
     def save(kind: str, metrics_now: dict[str, Any]) -> None:
+        if iter_num == 0:
+            # Nothing trained yet: the seed recreates these weights, and writing them would replace the
+            # checkpoints of an earlier run in out_dir before this one has done anything.
+            return
+        if not _weights_finite(raw_model):  # every rank holds the same weights, so every rank stops here
+            raise TrainingError(
+                f"the model's weights hold NaN or infinity at iteration {iter_num}, so they were not saved over "
+                f"the last good checkpoints ({best_path}, {last_path}). Try a lower train.learning_rate, "
+                "train.dtype=float32 or train.grad_clip > 0, then resume")
         if not ddp.is_main:
             return
         common = dict(model=raw_model, config=config, tokenizer=tokenizer.to_dict(), iter_num=iter_num,
@@ -331,7 +378,9 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 metrics.write(record)
                 if ddp.is_main:
                     log.info("eval iter %d: %s", iter_num, json.dumps(last_eval))
-                if best_val_loss is None or last_eval["val_loss"] < best_val_loss:
+                # a NaN would never be beaten; iteration 0 is the untrained model
+                val = last_eval["val_loss"]
+                if iter_num > 0 and math.isfinite(val) and (best_val_loss is None or val < best_val_loss):
                     best_val_loss = last_eval["val_loss"]
                     save("best", last_eval)
             if iter_num % checkpoint_every == 0 or stop:
