@@ -367,3 +367,15 @@ def test_pubmedqa_from_the_hub_uses_given_test_pmids(tmp_path, monkeypatch):
     (folder / "test_ground_truth.json").write_text(json.dumps({"222": "maybe"}))
     assert load_source(spec).sha256 != loaded.sha256  # the test split is part of the input
     assert load_source(parse_source("hub")).notes  # no test split known: says so
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
+    """A JSON string may hold U+2028/U+2029 unescaped (json.dumps(ensure_ascii=False)); only \\n ends a record."""
+    import json as _json
+
+    from lightbrain.data.sources import generic_texts
+
+    path = tmp_path / "notes.jsonl"
+    docs = ["first\u2028line", "second\u2029para \x1c end"]
+    path.write_text("\n".join(_json.dumps({"text": d}, ensure_ascii=False) for d in docs) + "\n", encoding="utf-8")
+    assert generic_texts(path, "jsonl", path.read_bytes(), "text", "file") == docs

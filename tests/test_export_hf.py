@@ -212,6 +212,10 @@ def test_import_errors_name_the_problem(tmp_path, bpe):
     with pytest.raises(ExportError, match="model_type"):
         import_hf(tmp_path / "hf")
     config_path.write_text(json.dumps(hf), encoding="utf-8")
-    (tmp_path / "hf" / "model.safetensors").unlink()
+    weights = tmp_path / "hf" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # damaged: a clear error, not safetensors' own exception
+    with pytest.raises(ExportError, match="damaged"):
+        import_hf(tmp_path / "hf")
+    weights.unlink()
     with pytest.raises(ExportError, match="model.safetensors"):
         import_hf(tmp_path / "hf")

@@ -471,7 +471,8 @@ def generic_texts(path: Path, kind: str, data: bytes, text_field: str, unit: str
         return [text]
     if kind == "jsonl":
         texts = []
-        for n, line in enumerate(_decode(path, data).splitlines(), start=1):
+        # split on "\n" only: str.splitlines also breaks at U+2028 and friends, which JSON strings may hold
+        for n, line in enumerate(_decode(path, data).split("\n"), start=1):
             if not line.strip():
                 continue
             try:

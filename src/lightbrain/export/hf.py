@@ -443,7 +443,12 @@ def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torc
         raise ExportError(f"{folder} has no {WEIGHTS} (it holds {present}); LightBrain imports single-file "
                           "safetensors weights only: re-save the model with save_pretrained(folder, "
                           "safe_serialization=True, max_shard_size='10GB')")
-    state = from_gpt2_state_dict(load_file(str(weights)), config.model, source=str(weights))
+    try:
+        hf_state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
+        raise ExportError(f"{weights} is damaged or not a safetensors file ({type(exc).__name__}: {exc}); "
+                          "export the model again") from None
+    state = from_gpt2_state_dict(hf_state, config.model, source=str(weights))
     tokenizer = _folder_tokenizer(folder, info.get("tokenizer", {}).get("name"), derived.vocab_size)
     if tokenizer.vocab_size != config.model.vocab_size:
         raise ExportError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
