@@ -122,8 +122,9 @@ def test_prepare_is_deterministic_and_skips_unchanged_inputs(tmp_path, data_fold
         f.write('{"text": "A new note."}\n')
     with pytest.raises(AssertionError, match="tokenized again"):
         prepare_data(cfg(first), progress=False)
-    # the failed rebuild removed meta.json before touching the token files, so no stale set looks complete
-    assert not (first / "meta.json").exists()
+    # the failed rebuild never touched the finished set: the previous build is still whole and usable
+    assert json.loads((first / "meta.json").read_text()) == meta
+    assert not list(first.glob(".*staging"))
 
 
 def test_medical_bpe_is_trained_on_the_training_split_only(tmp_path, data_folder, monkeypatch):
@@ -149,8 +150,9 @@ def test_uint32_when_the_vocabulary_exceeds_uint16(tmp_path):
             return [[65_536 + len(t), 7] for t in texts]
 
     splits = {"train": [Document("ab", "ab"), Document("c", "c")], "validation": [Document("d", "d")]}
-    stats = write_splits(tmp_path, BigVocab(), splits, num_threads=1, progress=False)
-    train = np.fromfile(tmp_path / "train.bin", dtype=np.uint32)
+    staged = {}
+    stats = write_splits(tmp_path, BigVocab(), splits, num_threads=1, progress=False, staged=staged)
+    train = np.fromfile(staged["train.bin"], dtype=np.uint32)
     assert train.tolist() == [65_538, 7, 69_999, 65_537, 7, 69_999]
     assert stats["train"] == {"documents": 2, "tokens": 6, "bytes": 3}
 
@@ -227,3 +229,33 @@ def test_cli_end_to_end(tmp_path, data_folder, capsys):
     assert json.loads((out / "meta.json").read_text())["validation_one_in"] == 5
     assert main(["prepare", "--source", str(tmp_path / "nowhere"), "--out", str(out), "-q"]) == 1
     assert "source path not found" in capsys.readouterr().err
+
+
+def test_failure_while_writing_keeps_the_previous_build_whole(tmp_path, monkeypatch):
+    """A full disk (or a kill) while the new token files are written leaves the previous build complete:
+    its meta.json and files stay as they were, and no staging file is left behind."""
+    import errno
+    import os
+
+    from lightbrain.data import prepare as prepare_module
+
+    src = tmp_path / "notes.jsonl"
+    src.write_text("\n".join(json.dumps({"text": f"Document {i}: the patient reported symptom {i}."})
+                             for i in range(60)) + "\n", encoding="utf-8")
+    out = tmp_path / "processed"
+    cfg = DataConfig(sources=[str(src)], tokenizer="medical-bpe", bpe_vocab_size=300, out_dir=str(out))
+    prepare_data(cfg, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    real = prepare_module.write_token_file
+
+    def disk_full(path, chunks, dtype):
+        if "validation" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, chunks, dtype)
+
+    monkeypatch.setattr(prepare_module, "write_token_file", disk_full)
+    src.write_text(src.read_text(encoding="utf-8") + json.dumps({"text": "A new document."}) + "\n", encoding="utf-8")
+    with pytest.raises(OSError):
+        prepare_data(cfg, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -251,7 +251,7 @@ def test_prepare_disk_full_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     real_write = prepare_module.write_token_file
 
     def disk_fills(path, chunks, dtype):
-        if Path(path).name == "validation.bin":
+        if Path(path).name in ("validation.bin", ".validation.bin.staging"):
             def some_then_full():
                 yield from itertools.islice(chunks, 1)
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

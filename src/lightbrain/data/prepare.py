@@ -1,7 +1,9 @@
 """`lightbrain prepare`: read the sources, clean, remove duplicates, split, tokenize, write token files.
 
 Output in `data.out_dir`: train.bin and validation.bin (see token_files.py), tokenizer.json for the medical
-BPE, and meta.json, written last, so a set without meta.json is never mistaken for a finished one.
+BPE, and meta.json, written last, so a set without meta.json is never mistaken for a finished one. New
+files are built under staging names and swapped in only when all are complete, so a failed or killed
+run leaves the previous build intact.
 A re-run with the same inputs (content hashes) and settings finds meta.json's input_hash unchanged and
 does nothing unless forced.
 """
@@ -112,13 +114,15 @@ def make_tokenizer(data_config: DataConfig, train_texts: list[str], progress: bo
 
 
 def write_splits(out_dir: Path, tokenizer, splits: dict[str, list[Document]], num_threads: int,
-                 progress: bool) -> dict[str, dict[str, int]]:
-    """Tokenize and write `{split}.bin` for each split; returns documents/tokens/bytes per split."""
+                 progress: bool, staged: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """Tokenize each split into a staging file (recorded in `staged` under its final name);
+    returns documents/tokens/bytes per split."""
     stats = {}
     dtype = token_dtype(tokenizer.vocab_size)
     for split in SPLITS:
         texts = [d.text for d in splits[split]]
-        tokens = write_token_file(out_dir / f"{split}.bin",
+        staged[f"{split}.bin"] = out_dir / f".{split}.bin.staging"
+        tokens = write_token_file(staged[f"{split}.bin"],
                                   _encode_chunks(tokenizer, texts, num_threads, f"tokenize {split}", progress), dtype)
         stats[split] = {"documents": len(texts), "tokens": tokens,
                         "bytes": sum(len(t.encode("utf-8")) for t in texts)}
@@ -154,16 +158,28 @@ def prepare_data(data_config: DataConfig, progress: bool = True) -> dict[str, An
         os.environ.setdefault("RAYON_RS_NUM_THREADS", str(num_threads))  # HF tokenizers' own thread pool
     tokenizer = make_tokenizer(data_config, [d.text for d in splits["train"]], progress)
 
-    # No meta.json while files are replaced: a crash leaves an obviously unfinished folder.
-    (out_dir / META_FILE).unlink(missing_ok=True)
+    # Build every new file under a staging name first; the previous build (if any) stays complete and
+    # usable until the new one is whole. Only then is its meta.json removed, the files renamed into
+    # place, and the new meta.json written last, so a crash or full disk never loses the old data.
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(tokenizer, MedicalBPETokenizer):
-        tokenizer.save(out_dir / TOKENIZER_FILE)
-        tokenizer_entry = {"name": tokenizer.name, "file": TOKENIZER_FILE}
-    else:
+    staged: dict[str, Path] = {}
+    try:
+        if isinstance(tokenizer, MedicalBPETokenizer):
+            staged[TOKENIZER_FILE] = out_dir / f".{TOKENIZER_FILE}.staging"
+            tokenizer.save(staged[TOKENIZER_FILE])
+            tokenizer_entry = {"name": tokenizer.name, "file": TOKENIZER_FILE}
+        else:
+            tokenizer_entry = {"name": tokenizer.name}
+        stats = write_splits(out_dir, tokenizer, splits, num_threads, progress, staged)
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
+    (out_dir / META_FILE).unlink(missing_ok=True)
+    if TOKENIZER_FILE not in staged:
         (out_dir / TOKENIZER_FILE).unlink(missing_ok=True)  # a stale medical BPE would mislead readers
-        tokenizer_entry = {"name": tokenizer.name}
-    stats = write_splits(out_dir, tokenizer, splits, num_threads, progress)
+    for name, path in staged.items():
+        os.replace(path, out_dir / name)
 
     meta = {
         "format_version": FORMAT_VERSION,
