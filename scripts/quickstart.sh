@@ -74,14 +74,17 @@ if [ "$SETUP" = 1 ]; then
   bash scripts/setup_env.sh || fail "creating the environment failed (see above); scripts/setup_env.sh explains its options"
 fi
 source scripts/env.sh
-if ! "$PY" -c "import lightbrain" 2>/dev/null; then
-  fail "no Python environment with lightbrain installed; run without --no-setup (or: bash scripts/setup_env.sh)"
-fi
+# one interpreter start for what the steps below need: device, versions, the disclaimer
+INFO=$("$PY" -c "import lightbrain, torch
+print('cuda' if torch.cuda.is_available() else 'cpu')
+print('lightbrain', lightbrain.__version__, 'torch', torch.__version__)
+print(lightbrain.DISCLAIMER)" 2>/dev/null) \
+  || fail "no Python environment with lightbrain installed; run without --no-setup (or: bash scripts/setup_env.sh)"
+{ read -r DEVICE; read -r VERSIONS; read -r DISCLAIMER; } <<< "$INFO"
 if [ ! -t 2 ]; then
   export TQDM_DISABLE=1  # no progress bars when the output goes to a file or a pipe
 fi
-DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-echo "python: $PY ($("$PY" -c 'import lightbrain, torch; print("lightbrain", lightbrain.__version__, "torch", torch.__version__)'))"
+echo "python: $PY ($VERSIONS)"
 echo "device: $DEVICE; recipe: $CONFIG; data: $SOURCE; outputs under: $OUT"
 "$PY" create_project_structure.py --root "$OUT" --quiet
 
@@ -104,7 +107,7 @@ if [ "$MINUTES" != 0 ]; then TRAIN_ARGS+=(--time-budget "$MINUTES"); fi
 "$PY" -m lightbrain train "${TRAIN_ARGS[@]}" ${OVERRIDES[@]+"${OVERRIDES[@]}"} > "$LOGS/train_result.json" \
   || fail "training failed (see above; the log is $LOGS/training.log and docs/training.md has a troubleshooting section)"
 cat "$LOGS/train_result.json"
-CKPT=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "$LOGS/train_result.json")
+CKPT=$(sed -n 's/^ *"best_checkpoint": "\(.*\)",\{0,1\}$/\1/p' "$LOGS/train_result.json")
 [ -f "$CKPT" ] || fail "training ended without a checkpoint at $CKPT (did it stop before the first step?)"
 
 if [ "$EVAL_TOKENS" = 0 ]; then
@@ -124,7 +127,7 @@ step 5 "Plots"
 
 step 6 "Generation (research use only; not medical advice)"
 {
-  "$PY" -c "import lightbrain; print('#', lightbrain.DISCLAIMER)"
+  echo "# $DISCLAIMER"
   "$PY" -m lightbrain generate --checkpoint "$CKPT" -p "$PROMPT_1" -p "$PROMPT_2" -n "$NEW_TOKENS" \
     --seed 1337 --device "$DEVICE" --no-stream 2> "$LOGS/generate.err"
 } > "$LOGS/samples.txt" || { cat "$LOGS/generate.err" >&2; fail "generation failed (see above)"; }
@@ -150,4 +153,5 @@ Next:
   $PY -m lightbrain train -c $CONFIG --data-dir $DATA_DIR --out-dir $MODELS train.log_dir=$LOGS --resume --time-budget 10
   tensorboard --logdir $LOGS/tensorboard
 EOF
-"$PY" -c "import lightbrain; print(); print(lightbrain.DISCLAIMER)"
+echo
+echo "$DISCLAIMER"

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from lightbrain.models.lightbrain_tiny import CausalSelfAttention, apply_rope
-from lightbrain.visualization.plots import plt, save_figure
+from lightbrain.visualization.plots import new_figure, save_figure
 
 
 def attention_from_input(attn: CausalSelfAttention, x: torch.Tensor, rope=None) -> torch.Tensor:
@@ -73,7 +75,7 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
 
 
 def draw_attention(weights: torch.Tensor, labels: list[str], layers: list[int] | None = None,
-                   heads: list[int] | None = None, title: str | None = None):
+                   heads: list[int] | None = None, title: str | None = None) -> Figure:
     """A grid of heatmaps (rows: layers, columns: heads) of weights (n_layer, n_head, T, T); returns the figure.
     Rows of each map are the attending (query) tokens, columns the tokens attended to (keys)."""
     n_layer, n_head, T, _ = weights.shape
@@ -86,11 +88,11 @@ def draw_attention(weights: torch.Tensor, labels: list[str], layers: list[int] |
         if bad:
             raise ValueError(f"{name} {bad[0]} does not exist: the model has {count} {name}s (0 to {count - 1})")
     panel = max(2.4, 0.24 * T + 0.8)  # inches: room for one readable label per token
-    font = 8 if T <= 24 else 6
-    fig, axes = plt.subplots(len(layers), len(heads), squeeze=False,
-                             figsize=(panel * len(heads) + 1.6, panel * len(layers) + 1.2))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#e8e8e8")  # positions a token cannot see (the future) in grey, apart from weights near 0
+    font = 8
+    fig = new_figure((panel * len(heads) + 1.6, panel * len(layers) + 1.2))
+    axes = fig.subplots(len(layers), len(heads), squeeze=False)
+    # positions a token cannot see (the future) in grey, apart from weights near 0
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e8e8e8")
     future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1).numpy()
     image = None
     for r, layer in enumerate(layers):

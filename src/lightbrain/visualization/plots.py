@@ -12,14 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only: works without a display, in CI and over SSH
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from lightbrain.atomic_io import atomic_path  # noqa: E402
+from lightbrain.atomic_io import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -67,11 +64,12 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def draw_training_curves(metrics: dict[str, list[dict[str, Any]]], fig=None, title: str | None = None):
+def draw_training_curves(metrics: dict[str, list[dict[str, Any]]], fig: Figure | None = None,
+                         title: str | None = None) -> Figure:
     """Draw loss (top) and learning rate (bottom) against the optimizer step on `fig` (a new figure
     when None); returns the figure. The notebook calls this again and again for its live plot."""
     if fig is None:
-        fig = plt.figure(figsize=(8, 6.5))
+        fig = new_figure((8, 6.5))
     fig.clear()
     loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     train, evals = metrics["train"], metrics["eval"]
@@ -115,12 +113,19 @@ def draw_training_curves(metrics: dict[str, list[dict[str, Any]]], fig=None, tit
     return fig
 
 
-def save_figure(fig, out_path: str | Path, dpi: int = 120) -> Path:
-    """Write a figure as PNG atomically and close it."""
+def new_figure(size: tuple[float, float]) -> Figure:
+    """A figure drawn by Agg, outside pyplot: no display needed, no global backend changed (a notebook's
+    inline plots keep working), and nothing to close."""
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_path: str | Path, dpi: int = 120) -> Path:
+    """Write a figure as PNG atomically."""
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")  # keep outer labels and colorbars
-    plt.close(fig)
     return out_path
 
 
