@@ -464,7 +464,13 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     if ddp.enabled:
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(iter_num=iter_num, best_val_loss=best_val_loss,
-                       final_train_loss=last_eval.get("train_loss"), final_val_loss=last_eval.get("val_loss"),
-                       tokens_seen=tokens_seen, train_seconds=train_seconds, stopped_by=stopped_by,
-                       best_checkpoint=str(best_path), last_checkpoint=str(last_path), history=history)
+    result = TrainResult(iter_num=iter_num, best_val_loss=best_val_loss,
+                         final_train_loss=last_eval.get("train_loss"), final_val_loss=last_eval.get("val_loss"),
+                         tokens_seen=tokens_seen, train_seconds=train_seconds, stopped_by=stopped_by,
+                         best_checkpoint=str(best_path), last_checkpoint=str(last_path), history=history)
+    if ddp.is_main and best_path.is_file():
+        from lightbrain.model_card import write_model_card
+
+        write_model_card(best_path, config, meta, vars(result), raw_model.get_num_params(),
+                         hardware=f"{str(dtype).removeprefix('torch.')} on {device.type}, {ddp.world_size} process(es)")
+    return result
