@@ -81,7 +81,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    data_dir: str = "data/processed"
+    # None = data.out_dir, where `lightbrain prepare` wrote the token files (one setting, not two to keep equal)
+    data_dir: str | None = None
     out_dir: str = "models"
     log_dir: str = "logs"
     checkpoint_name: str = "lightbrain_tiny_v1.0.pt"
@@ -159,6 +160,11 @@ class LightBrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def data_dir(self) -> str:
+        """The prepared token files training reads: train.data_dir if set, else data.out_dir."""
+        return self.train.data_dir or self.data.out_dir
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="lm (loss/perplexity/bpb, always run), pubmedqa (yes/no/maybe accuracy on the official "
                              "500 test items), rouge (ROUGE of generated conclusions); repeatable")
     parser.add_argument("--data-dir", default=None,
-                        help="prepared token files (default: the train.data_dir stored in the checkpoint)")
+                        help="prepared token files (default: the data the checkpoint was trained on)")
     parser.add_argument("--split", default="validation", help="which split to score (validation or train)")
     parser.add_argument("--text-file", help="score this UTF-8 text file instead of a split")
     parser.add_argument("--pubmedqa", metavar="DIR", help="local PubMedQA folder with ori_pqal.json and "
@@ -38,7 +38,8 @@ def _lm_metrics(args, model, tokenizer, ckpt) -> dict:
     if args.text_file:
         return {"text_file": str(args.text_file),
                 **evaluate_text_file(model, tokenizer, args.text_file, batch_size=args.batch_size, progress=True)}
-    data_dir = args.data_dir or ckpt["config"]["train"]["data_dir"]
+    saved = ckpt["config"]
+    data_dir = args.data_dir or saved["train"].get("data_dir") or saved.get("data", {}).get("out_dir", "data/processed")
     meta = read_meta(data_dir)
     if meta.get("tokenizer_fingerprint") and meta["tokenizer_fingerprint"] != tokenizer.fingerprint():
         raise ValueError(f"{data_dir} was tokenized with a different tokenizer than {args.checkpoint}'s; "

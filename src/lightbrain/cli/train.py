@@ -11,7 +11,7 @@ from lightbrain.cli import add_config_args, config_from_args
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser, default_config="configs/tiny_cpu.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.out_dir")
-    parser.add_argument("--data-dir", help="prepared token files (overrides train.data_dir)")
+    parser.add_argument("--data-dir", help="prepared token files (overrides train.data_dir; default data.out_dir)")
     parser.add_argument("--out-dir", help="where checkpoints go (overrides train.out_dir)")
     parser.add_argument("--max-iters", type=int, help="optimizer steps (overrides train.max_iters)")
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",

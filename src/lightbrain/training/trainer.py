@@ -215,12 +215,13 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     _setup_logging(log_dir, ddp.is_main)
     best_path, last_path = checkpoint_paths(config)
 
-    meta = read_meta(t.data_dir)
+    data_dir = config.data_dir
+    meta = read_meta(data_dir)
     resolve_model_config(config, meta)
     config.validate()
-    tokenizer = load_data_tokenizer(t.data_dir)
-    train_data = open_split(t.data_dir, "train")
-    val_data = open_split(t.data_dir, "validation")
+    tokenizer = load_data_tokenizer(data_dir)
+    train_data = open_split(data_dir, "train")
+    val_data = open_split(data_dir, "validation")
     block = config.model.block_size
     for name, data in (("train", train_data), ("validation", val_data)):
         if len(data) < block + 1:
@@ -258,7 +259,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             if ckpt["tokenizer"] != tokenizer.to_dict():
                 raise TrainingError(
                     f"{last_path} was trained on token ids from another tokenizer ({ckpt['tokenizer'].get('name')}) "
-                    f"than the one that prepared {t.data_dir} ({tokenizer.name}, fingerprint "
+                    f"than the one that prepared {data_dir} ({tokenizer.name}, fingerprint "
                     f"{tokenizer.fingerprint()[:12]}): resume on the data it was trained on, or start a new run "
                     "in another train.out_dir")
             load_state_into(model, ckpt["model"], source=str(last_path))
