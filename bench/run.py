@@ -58,6 +58,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def cpu_stall_us() -> int | None:
+    """Microseconds that runnable tasks have waited for a CPU since boot (Linux pressure stall
+    information), or None where unavailable. Other work on a shared machine shows up here."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(line.rsplit("total=", 1)[1])
+
+
 def timed(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of fn() over `repeats` runs, after `warmup` untimed runs."""
     for _ in range(warmup):
@@ -295,7 +305,7 @@ def quick_trained_model(data_dir: Path, steps: int) -> LightBrainTiny:
     from lightbrain.data.loader import random_batch
     from lightbrain.data.token_files import open_split
 
-    train = open_split(data_dir, "train")
+    train = open_split(data_dir, "train").tokens
     model = lightbrain_model(dropout=0.0)
     opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
     rng = np.random.default_rng(0)
@@ -338,7 +348,7 @@ def bench_quality(args) -> list[dict]:
             return [row("quality", "bits per byte", None, None, "",
                         note=f"skipped: {SHARED_DATA} is absent and no --checkpoint given")]
         tokenizer = load_data_tokenizer(data_dir)
-        tokens = np.asarray(open_split(data_dir, "val")[:args.quality_tokens + 1], dtype=np.int64)
+        tokens = np.asarray(open_split(data_dir, "validation").tokens[:args.quality_tokens + 1], dtype=np.int64)
         num_bytes = len(tokenizer.decode_bytes([t for t in tokens[1:].tolist() if t != tokenizer.eot_id]))
         results = {}
         for name in ("fp32", "bf16", "int8"):
@@ -477,13 +487,20 @@ def main(argv: list[str] | None = None) -> int:
 
     benches = {"train": bench_train, "decode": bench_decode, "batch": bench_batch, "prepare": bench_prepare,
                "quality": bench_quality, "gpu": bench_gpu}
-    rows = []
+    rows, pressure = [], []
     for section in SECTIONS:
         if section in only:
             log(f"== {section}")
+            stall, start = cpu_stall_us(), time.perf_counter()
             rows += benches[section](args)
+            if stall is not None:
+                share = (cpu_stall_us() - stall) / 1e6 / (time.perf_counter() - start)
+                pressure.append(f"{section} {min(share, 1.0):.0%}")
     report = (f"Machine: {machine()}.\n\nCommand: `python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
               f" (medians of {args.repeats} runs).\n\n{table(rows)}")
+    if pressure:
+        report += ("\n\nCPU pressure (share of the time other runnable tasks waited for a CPU; near 0% means the "
+                   f"numbers are this machine's own): {', '.join(pressure)}.")
     print(report)
     if args.write or set(only) == set(SECTIONS):
         write_results(args.results, report)
