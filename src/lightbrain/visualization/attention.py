@@ -89,7 +89,7 @@ def draw_attention(weights: torch.Tensor, labels: list[str], layers: list[int] |
             raise ValueError(f"{name} {bad[0]} does not exist: the model has {count} {name}s (0 to {count - 1})")
     panel = max(2.4, 0.24 * T + 0.8)  # inches: room for one readable label per token
     font = 8
-    fig = new_figure((panel * len(heads) + 1.6, panel * len(layers) + 1.2))
+    fig = new_figure((panel * len(heads) + 1.6, panel * len(layers) + 1.4))
     axes = fig.subplots(len(layers), len(heads), squeeze=False)
     # positions a token cannot see (the future) in grey, apart from weights near 0
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e8e8e8")
@@ -106,15 +106,14 @@ def draw_attention(weights: torch.Tensor, labels: list[str], layers: list[int] |
             # token labels on the outer panels only, so a big grid stays legible
             ax.set_xticklabels(labels if r == len(layers) - 1 else [], rotation=90, fontsize=font)
             ax.set_yticklabels(labels if c == 0 else [], fontsize=font)
+            ax.tick_params(bottom=r == len(layers) - 1, left=c == 0)  # no stray marks under the titles below
             if r == len(layers) - 1:
                 ax.set_xlabel("attended-to token (key)", fontsize=font + 1)
             if c == 0:
                 ax.set_ylabel("attending token (query)", fontsize=font + 1)
     fig.suptitle((title or "Attention weights") + "\n· = the token begins with a space; grey = later tokens, "
                  "which causal attention cannot see", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.92, 0.96))
-    cax = fig.add_axes((0.935, 0.15, 0.015, 0.7))
-    fig.colorbar(image, cax=cax, label="attention weight")
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=min(0.9, 0.5 + 0.2 * len(layers)))
     return fig
 
 

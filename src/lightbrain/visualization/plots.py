@@ -69,7 +69,7 @@ def draw_training_curves(metrics: dict[str, list[dict[str, Any]]], fig: Figure |
     """Draw loss (top) and learning rate (bottom) against the optimizer step on `fig` (a new figure
     when None); returns the figure. The notebook calls this again and again for its live plot."""
     if fig is None:
-        fig = new_figure((8, 6.5))
+        fig = new_figure((8, 6.5), layout="tight")
     fig.clear()
     loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.2, 1]})
     train, evals = metrics["train"], metrics["eval"]
@@ -109,14 +109,13 @@ def draw_training_curves(metrics: dict[str, list[dict[str, Any]]], fig: Figure |
     lr_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     lr_ax.grid(True, alpha=0.3)
-    fig.tight_layout()
     return fig
 
 
-def new_figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float], layout: str = "constrained") -> Figure:
     """A figure drawn by Agg, outside pyplot: no display needed, no global backend changed (a notebook's
-    inline plots keep working), and nothing to close."""
-    fig = Figure(figsize=size)
+    inline plots keep working), and nothing to close. The layout engine spaces titles and labels at draw time."""
+    fig = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
