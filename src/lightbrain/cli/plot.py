@@ -29,13 +29,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.what == "loss":
-        from lightbrain.visualization.plots import plot_training_curves
+    try:
+        from lightbrain.visualization import plot_attention, plot_training_curves
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        raise RuntimeError("lightbrain plot needs matplotlib: pip install 'lightbrain[viz]'") from None
 
+    if args.what == "loss":
         path = plot_training_curves(args.log_dir, args.output, title=args.title)
     else:
-        from lightbrain.visualization.attention import plot_attention
-
         path = plot_attention(args.checkpoint, args.prompt, args.output, args.layer, args.head, args.device)
     print(f"wrote {path}")
     return 0
