@@ -173,3 +173,29 @@ def test_ddp_two_processes_on_cpu_with_gloo(tiny_data, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "ddp/logs/metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+
+
+def test_time_fraction_drives_the_decay_in_time_boxed_runs():
+    from lightbrain.config import TrainConfig
+
+    t = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=1_000_000)
+    assert get_lr(20, t, time_fraction=0.5) == pytest.approx(5.5e-4)  # halfway through the budget
+    assert get_lr(20, t, time_fraction=1.0) == pytest.approx(1e-4)
+    assert get_lr(5, t, time_fraction=0.9) == get_lr(5, t)  # warmup is by iterations
+    wsd = TrainConfig(learning_rate=1e-3, min_lr=0.0, warmup_iters=0, max_iters=10**6, lr_schedule="wsd",
+                      decay_fraction=0.2)
+    assert get_lr(50, wsd, time_fraction=0.7) == pytest.approx(1e-3)
+    assert get_lr(50, wsd, time_fraction=0.9) == pytest.approx(5e-4)
+
+
+def test_time_budget_run_decays_to_min_lr_and_resume_keeps_the_clock(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02, warmup_iters=2,
+                      log_interval=1)
+    result = train(cfg)
+    # when the budget is spent the schedule, following the clock, has reached its floor
+    assert result.history[-1]["kind"] == "eval" and result.history[-1]["lr"] == pytest.approx(cfg.train.min_lr)
+    saved = load_checkpoint(result.last_checkpoint)["train_seconds"]
+    assert saved == pytest.approx(result.train_seconds)
+    resumed = train(tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02, warmup_iters=2),
+                    resume=True)
+    assert resumed.iter_num == result.iter_num and resumed.stopped_by == "time_budget"  # budget already spent

@@ -252,7 +252,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
         for stale in remove_stale_temps(best_path) + remove_stale_temps(last_path):
             log.info("removed %s, left by a run killed while writing a checkpoint", stale)
 
-    iter_num, best_val_loss = 0, None
+    iter_num, best_val_loss, resumed_seconds = 0, None, 0.0
     if resume:
         if last_path.is_file():
             ckpt = load_checkpoint(last_path)
@@ -268,6 +268,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             if "scaler" in ckpt:
                 scaler.load_state_dict(ckpt["scaler"])
             iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+            resumed_seconds = float(ckpt.get("train_seconds", 0.0))  # a time budget counts the earlier part too
             _restore_rng(ckpt, sampler)
             if ddp.is_main:
                 _trim_metrics(log_dir / "metrics.jsonl", iter_num)
@@ -307,7 +308,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             save_checkpoint(best_path, **common)
         else:
             state = {"optimizer": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
-                     **_rng_state(sampler)}
+                     "train_seconds": train_seconds, **_rng_state(sampler)}
             save_checkpoint(last_path, training_state=state, **common)
 
     def evaluate() -> dict[str, float]:
@@ -337,7 +338,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
 
     history: list[dict] = []
     last_eval: dict[str, float] = {}
-    train_seconds = 0.0
+    train_seconds = resumed_seconds
     tokens_seen = iter_num * tokens_per_step
     stopped_by = "max_iters"
     budget = t.time_budget_minutes * 60 if t.time_budget_minutes else None
@@ -350,8 +351,9 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     skipped_in_a_row = 0
     loss_value = None
 
-    def should_stop() -> str | None:
-        """Why to stop now, if at all; under DDP every rank follows rank 0's clock and signals."""
+    def should_stop() -> tuple[str | None, float | None]:
+        """Why to stop now, if at all, and the fraction of the time budget used (None without one).
+        Under DDP every rank follows rank 0's clock and signals, so all take the same decisions and lr."""
         reason = 0
         if iter_num >= t.max_iters:
             reason = 1
@@ -359,22 +361,24 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             reason = 2
         elif stop_request["signal"] is not None:
             reason = 3
+        fraction = train_seconds / budget if budget is not None else 0.0
         if ddp.enabled:
-            flag = torch.tensor([reason], device=device)
+            flag = torch.tensor([float(reason), fraction], dtype=torch.float64, device=device)
             dist.broadcast(flag, src=0)
-            reason = int(flag.item())
-        return {0: None, 1: "max_iters", 2: "time_budget", 3: "interrupted"}[reason]
+            reason, fraction = int(flag[0].item()), float(flag[1].item())
+        stop = {0: None, 1: "max_iters", 2: "time_budget", 3: "interrupted"}[reason]
+        return stop, (fraction if budget is not None else None)
 
     try:
         while True:
-            stop = should_stop()
+            stop, time_fraction = should_stop()
             if stop == "interrupted":
                 stopped_by = stop
                 save("last", last_eval)
                 break
             if iter_num % t.eval_interval == 0 or stop:
                 last_eval = evaluate()
-                record = {"kind": "eval", "iter": iter_num, "lr": get_lr(iter_num, t), **last_eval}
+                record = {"kind": "eval", "iter": iter_num, "lr": get_lr(iter_num, t, time_fraction), **last_eval}
                 history.append(record)
                 metrics.write(record)
                 if ddp.is_main:
@@ -391,7 +395,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 break
 
             t0 = time.perf_counter()
-            lr = get_lr(iter_num, t)
+            lr = get_lr(iter_num, t, time_fraction)
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = lr

@@ -47,23 +47,32 @@ def estimate_loss(model: torch.nn.Module, train_data, val_data, eval_iters: int 
     return out
 
 
-def get_lr(it: int, config: TrainConfig) -> float:
-    """Linear warmup, then cosine (or warmup-stable-decay, or constant) down to min_lr."""
+def get_lr(it: int, config: TrainConfig, time_fraction: float | None = None) -> float:
+    """Linear warmup over warmup_iters, then cosine (or warmup-stable-decay, or constant) down to min_lr.
+
+    The decay runs over lr_decay_iters (default max_iters). In a run stopped by a time budget, pass the
+    fraction of the budget used: the schedule then follows whichever of the two is further along, so
+    a time-boxed run still ends its decay at min_lr when its time is up.
+    """
     lr, min_lr = config.learning_rate, config.resolved_min_lr
     decay_iters = config.lr_decay_iters or config.max_iters
     if it < config.warmup_iters:
         return lr * (it + 1) / (config.warmup_iters + 1)
     if config.lr_schedule == "constant":
         return lr
-    if it >= decay_iters:
+    if config.lr_schedule == "wsd":
+        ratio = it / max(1, decay_iters)
+    else:
+        ratio = (it - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+    if time_fraction is not None:
+        ratio = max(ratio, time_fraction)
+    if ratio >= 1:
         return min_lr
     if config.lr_schedule == "wsd":
-        decay_start = decay_iters - int(config.decay_fraction * decay_iters)
-        if it < decay_start:
+        stable = 1.0 - config.decay_fraction
+        if ratio < stable:
             return lr
-        ratio = (it - decay_start) / max(1, decay_iters - decay_start)
-        return lr - ratio * (lr - min_lr)
-    ratio = (it - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+        return lr - (ratio - stable) / config.decay_fraction * (lr - min_lr)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return min_lr + coeff * (lr - min_lr)
 
