@@ -43,7 +43,6 @@ from lightbrain.models.lightbrain_tiny import LightBrainTiny
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIGHTBRAIN_SHARED_DATA", REPO.parent / "shared" / "data"))
 SECTIONS = ("train", "decode", "batch", "prepare", "quality", "gpu")
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 VOCAB, BLOCK = 50257, 128
 TRAIN_BATCH = 8
@@ -68,16 +67,19 @@ def cpu_stall_us() -> int | None:
     return int(line.rsplit("total=", 1)[1])
 
 
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() over `repeats` runs, after `warmup` untimed runs."""
+def timed(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time of each fn() over `repeats` runs, after `warmup` untimed runs. The functions
+    take turns within each repeat, so a burst of load elsewhere slows all of them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def row(section: str, setting: str, lightbrain: float | None, hf: float | None, unit: str,
@@ -114,10 +116,10 @@ def bf16_autocast():
 
 # ---------------------------------------------------------------------------------------------- train
 
-def train_tokens_per_s(model, optimizer, step_loss, batch: int, repeats: int) -> float:
+def train_step(model, optimizer, step_loss):
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, VOCAB, (batch, BLOCK), generator=g)
-    y = torch.randint(0, VOCAB, (batch, BLOCK), generator=g)
+    x = torch.randint(0, VOCAB, (TRAIN_BATCH, BLOCK), generator=g)
+    y = torch.randint(0, VOCAB, (TRAIN_BATCH, BLOCK), generator=g)
     model.train()
 
     def step():
@@ -126,7 +128,7 @@ def train_tokens_per_s(model, optimizer, step_loss, batch: int, repeats: int) ->
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return batch * BLOCK / timed(step, repeats, warmup=2)
+    return step
 
 
 def lightbrain_loss(autocast: bool):
@@ -143,29 +145,32 @@ def hf_loss(autocast: bool):
     return loss
 
 
-def bench_train(args) -> list[dict]:
-    results = {}
-    for name, autocast in (("fp32", False), ("bf16 autocast", True)):
-        model = lightbrain_model()
-        opt = model.configure_optimizer(0.1, 1e-4, (0.9, 0.95), "cpu")
-        results[("lb", name)] = train_tokens_per_s(model, opt, lightbrain_loss(autocast), TRAIN_BATCH, args.repeats)
-        log(f"train lightbrain {name}: {results[('lb', name)]:.0f} tokens/s")
-        model = hf_model()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95))
-        results[("hf", name)] = train_tokens_per_s(model, opt, hf_loss(autocast), TRAIN_BATCH, args.repeats)
-        log(f"train hf {name}: {results[('hf', name)]:.0f} tokens/s")
-    # Hugging Face with the same fused optimizer, to show what the optimizer alone is worth
+def lightbrain_train_step(autocast: bool, compile: bool = False):
+    model = lightbrain_model()
+    opt = model.configure_optimizer(0.1, 1e-4, (0.9, 0.95), "cpu")
+    return train_step(torch.compile(model) if compile else model, opt, lightbrain_loss(autocast))
+
+
+def hf_train_step(autocast: bool, fused: bool = False):
     model = hf_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
-    hf_fused = train_tokens_per_s(model, opt, hf_loss(False), TRAIN_BATCH, args.repeats)
-    log(f"train hf fp32 fused AdamW: {hf_fused:.0f} tokens/s")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=fused)
+    return train_step(model, opt, hf_loss(autocast))
+
+
+def bench_train(args) -> list[dict]:
+    steps = {
+        ("lb", "fp32"): lightbrain_train_step(False),
+        ("hf", "fp32"): hf_train_step(False),
+        ("hf", "fp32 fused AdamW"): hf_train_step(False, fused=True),  # what the optimizer alone is worth
+        ("lb", "bf16 autocast"): lightbrain_train_step(True),
+        ("hf", "bf16 autocast"): hf_train_step(True),
+    }
     if args.compile:
-        model = lightbrain_model()
-        opt = model.configure_optimizer(0.1, 1e-4, (0.9, 0.95), "cpu")
-        compiled = torch.compile(model)
-        results[("lb", "bf16 autocast + compile")] = train_tokens_per_s(compiled, opt, lightbrain_loss(True),
-                                                                        TRAIN_BATCH, args.repeats)
-        log(f"train lightbrain bf16 + compile: {results[('lb', 'bf16 autocast + compile')]:.0f} tokens/s")
+        steps[("lb", "bf16 autocast + compile")] = lightbrain_train_step(True, compile=True)
+    results = {key: TRAIN_BATCH * BLOCK / s for key, s in timed(steps, args.repeats, warmup=2).items()}
+    for (who, name), tps in results.items():
+        log(f"train {who} {name}: {tps:.0f} tokens/s")
+    hf_fused = results.pop(("hf", "fp32 fused AdamW"))
 
     hf32 = results[("hf", "fp32")]
     rows = [
@@ -199,7 +204,7 @@ def lightbrain_variants() -> dict[str, torch.nn.Module]:
     return {"fp32": fp32, "bf16": quantize_for_inference(fp32, "bf16"), "int8": quantize_for_inference(fp32, "int8")}
 
 
-def lightbrain_generate_s(model, batch: int, repeats: int) -> float:
+def lightbrain_generate(model, batch: int):
     idx = prompts(batch)
     seeds = iter(range(10**6))
 
@@ -207,10 +212,10 @@ def lightbrain_generate_s(model, batch: int, repeats: int) -> float:
         out = generate(model, idx, NEW_TOKENS, temperature=1.0, top_k=TOP_K, seed=next(seeds))
         assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS)
 
-    return timed(run, repeats)
+    return run
 
 
-def hf_generate_s(model, batch: int, repeats: int) -> float:
+def hf_generate(model, batch: int):
     idx = prompts(batch)
     mask = torch.ones_like(idx)
 
@@ -220,17 +225,24 @@ def hf_generate_s(model, batch: int, repeats: int) -> float:
                                  max_new_tokens=NEW_TOKENS, use_cache=True)
         assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS)
 
-    return timed(run, repeats)
+    return run
+
+
+def generation_seconds(batch: int, repeats: int) -> dict[str, float]:
+    """Seconds per generate() call: "hf" and each LightBrain variant, timed in turns."""
+    runs = {"hf": hf_generate(hf_model(n_positions=256).eval(), batch)}
+    runs.update({name: lightbrain_generate(model, batch) for name, model in lightbrain_variants().items()})
+    seconds = timed(runs, repeats)
+    for name, s in seconds.items():
+        log(f"generate batch {batch}, {name}: {s:.3f} s")
+    return seconds
 
 
 def bench_decode(args) -> list[dict]:
-    hf = hf_model(n_positions=256).eval()
-    hf_s = hf_generate_s(hf, 1, args.repeats)
-    log(f"decode hf fp32: {hf_s:.3f} s")
+    seconds = generation_seconds(1, args.repeats)
+    hf_s = seconds.pop("hf")
     rows = []
-    for name, model in lightbrain_variants().items():
-        s = lightbrain_generate_s(model, 1, args.repeats)
-        log(f"decode lightbrain {name}: {s:.3f} s")
+    for name, s in seconds.items():
         ok = s <= DECODE_TARGET_S
         rows.append(row("decode", f"{NEW_TOKENS} tokens, batch 1, LightBrain {name} (HF fp32)", s, hf_s, "s",
                         higher_is_better=False,
@@ -240,17 +252,11 @@ def bench_decode(args) -> list[dict]:
 
 
 def bench_batch(args) -> list[dict]:
-    hf = hf_model(n_positions=256).eval()
     n = BATCH_PROMPTS * NEW_TOKENS
-    hf_tps = n / hf_generate_s(hf, BATCH_PROMPTS, args.repeats)
-    log(f"batch hf fp32: {hf_tps:.0f} tokens/s")
-    rows = []
-    for name, model in lightbrain_variants().items():
-        tps = n / lightbrain_generate_s(model, BATCH_PROMPTS, args.repeats)
-        log(f"batch lightbrain {name}: {tps:.0f} tokens/s")
-        rows.append(row("batch", f"{BATCH_PROMPTS} x {NEW_TOKENS} tokens, LightBrain {name} (HF fp32)", tps, hf_tps,
-                        "tokens/s"))
-    return rows
+    seconds = generation_seconds(BATCH_PROMPTS, args.repeats)
+    hf_tps = n / seconds.pop("hf")
+    return [row("batch", f"{BATCH_PROMPTS} x {NEW_TOKENS} tokens, LightBrain {name} (HF fp32)", n / s, hf_tps,
+                "tokens/s") for name, s in seconds.items()]
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -395,13 +401,16 @@ def bench_gpu(args) -> list[dict]:
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
 
-    tps = 32 * BLOCK / timed(step, max(args.repeats, 10), warmup=3)
+    tps = 32 * BLOCK / timed({"step": step}, max(args.repeats, 10), warmup=3)["step"]
     peak = peak_bf16_flops(name)
     mfu = model.flops_per_token() * tps / peak if peak else None
     idx = prompts(1).to(device)
     fast = model.to(torch.bfloat16).eval()
-    seconds = timed(lambda: (generate(fast, idx, NEW_TOKENS, top_k=TOP_K, seed=0), torch.cuda.synchronize()),
-                    args.repeats)
+    def decode():
+        generate(fast, idx, NEW_TOKENS, top_k=TOP_K, seed=0)
+        torch.cuda.synchronize()
+
+    seconds = timed({"decode": decode}, args.repeats)["decode"]
     return [
         row("gpu", f"{name}: batch 32x{BLOCK}, bf16, fused AdamW, compile, flash attention", tps, None, "tokens/s",
             note=f"MFU {mfu:.1%}" if mfu is not None else "MFU: peak of this GPU unknown"),
@@ -451,14 +460,23 @@ def machine() -> str:
             f"{datetime.date.today().isoformat()}")
 
 
-def write_results(path: Path, report: str) -> None:
-    """Replace the generated part of RESULTS.md, keeping the written analysis around it."""
-    text = path.read_text() if path.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    atomic_write_text(path, f"{head}{BEGIN}\n{report}\n{END}{tail}")
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
+
+
+def write_results(path: Path, reports: dict[str, str]) -> None:
+    """Replace the generated block of each section that ran, keeping the other sections' blocks
+    and the written notes around them, so one section can be rerun on its own."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    for section, report in reports.items():
+        begin, end = markers(section)
+        block = f"{begin}\n{report}\n{end}"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.rstrip("\n") + f"\n\n{block}\n"
+    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,23 +505,24 @@ def main(argv: list[str] | None = None) -> int:
 
     benches = {"train": bench_train, "decode": bench_decode, "batch": bench_batch, "prepare": bench_prepare,
                "quality": bench_quality, "gpu": bench_gpu}
-    rows, pressure = [], []
+    command = "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    reports = {}
     for section in SECTIONS:
-        if section in only:
-            log(f"== {section}")
-            stall, start = cpu_stall_us(), time.perf_counter()
-            rows += benches[section](args)
-            if stall is not None:
-                share = (cpu_stall_us() - stall) / 1e6 / (time.perf_counter() - start)
-                pressure.append(f"{section} {min(share, 1.0):.0%}")
-    report = (f"Machine: {machine()}.\n\nCommand: `python bench/run.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-              f" (medians of {args.repeats} runs).\n\n{table(rows)}")
-    if pressure:
-        report += ("\n\nCPU pressure (share of the time other runnable tasks waited for a CPU; near 0% means the "
-                   f"numbers are this machine's own): {', '.join(pressure)}.")
-    print(report)
+        if section not in only:
+            continue
+        log(f"== {section}")
+        stall, start = cpu_stall_us(), time.perf_counter()
+        rows = benches[section](args)
+        pressure = ""
+        if stall is not None:
+            share = min(1.0, (cpu_stall_us() - stall) / 1e6 / (time.perf_counter() - start))
+            pressure = (f" CPU pressure {share:.0%} (the share of the time other runnable tasks waited for a CPU: "
+                        "near 0% means these numbers are this machine's own).")
+        reports[section] = (f"### {section}\n\n{machine()}; `{command}`, medians of {args.repeats} runs."
+                            f"{pressure}\n\n{table(rows)}")
+        print(reports[section] + "\n", flush=True)
     if args.write or set(only) == set(SECTIONS):
-        write_results(args.results, report)
+        write_results(args.results, reports)
         log(f"wrote {args.results}")
     return 0
 

@@ -48,7 +48,8 @@ def test_kv_cache_steps_equal_full_forward_in_fp32(kw):
         cache = model.new_kv_cache(2)
         for _ in range(2):  # the second pass reuses the same allocation after reset()
             cache.reset()
-            steps = [model(x[:, :6], kv_cache=cache)[0]] + [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(6, 16)]
+            steps = [model(x[:, :6], kv_cache=cache)[0]]  # a prefill, then one token at a time
+            steps += [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(6, 16)]
             torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
