@@ -42,13 +42,13 @@ done
 if [ "$QUICK" = 1 ]; then
   CONFIG=${CONFIG:-configs/test_tiny.yaml}
   MINUTES=${MINUTES:-1}
-  OUT=${OUT:-runs/quick}
+  OUT=${OUT:-$PWD/runs/quick}
   NEW_TOKENS=${NEW_TOKENS:-30}
   EVAL_TOKENS=${EVAL_TOKENS:-8192}
 else
   CONFIG=${CONFIG:-configs/tiny_cpu.yaml}
   MINUTES=${MINUTES:-8}
-  OUT=${OUT:-.}
+  OUT=${OUT:-$PWD}
   NEW_TOKENS=${NEW_TOKENS:-100}
   EVAL_TOKENS=${EVAL_TOKENS:-131072}
 fi
@@ -81,15 +81,17 @@ print('lightbrain', lightbrain.__version__, 'torch', torch.__version__)
 print(lightbrain.DISCLAIMER)" 2>/dev/null) \
   || fail "no Python environment with lightbrain installed; run without --no-setup (or: bash scripts/setup_env.sh)"
 { read -r DEVICE; read -r VERSIONS; read -r DISCLAIMER; } <<< "$INFO"
-if [ ! -t 2 ]; then
-  export TQDM_DISABLE=1  # no progress bars when the output goes to a file or a pipe
+QUIET=()
+if [ ! -t 2 ]; then  # no progress bars when the output goes to a file or a pipe
+  export TQDM_DISABLE=1
+  QUIET=(--quiet)
 fi
 echo "python: $PY ($VERSIONS)"
 echo "device: $DEVICE; recipe: $CONFIG; data: $SOURCE; outputs under: $OUT"
 "$PY" create_project_structure.py --root "$OUT" --quiet
 
 step 2 "Data: clean, split and tokenize ($SOURCE)"
-if ! "$PY" -m lightbrain prepare --source "$SOURCE" --out "$DATA_DIR"; then
+if ! "$PY" -m lightbrain prepare --source "$SOURCE" --out "$DATA_DIR" ${QUIET[@]+"${QUIET[@]}"}; then
   if [ "$SOURCE" = hub ]; then
     fail "the data could not be prepared from the Hugging Face hub (see the error above).
 No network, or the hub is blocked? Run the quickstart on a local copy of the data instead:
