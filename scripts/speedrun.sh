@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduce the CPU speedrun: prepare the data with the recipe's tokenizer, train for the recipe's
+# 15-minute budget, then score the whole validation split (loss, perplexity, bits per byte).
+#   bash scripts/speedrun.sh                          # ../shared/data, configs/cpu_speedrun.yaml
+#   SOURCE=/path/to/data bash scripts/speedrun.sh train.time_budget_minutes=5
+# Extra section.key=value arguments go to training. Results: logs/speedrun/{train_result,eval}.json.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+SOURCE=${SOURCE:-../shared/data}
+CONFIG=${CONFIG:-configs/cpu_speedrun.yaml}
+LOGS=$("$PY" -c "from lightbrain.config import load_config; print(load_config('$CONFIG').train.log_dir)")
+mkdir -p "$LOGS"
+"$PY" -m lightbrain prepare -c "$CONFIG" --source "$SOURCE"
+"$PY" -m lightbrain train -c "$CONFIG" "$@" | tee "$LOGS/train_result.json"
+CKPT=$("$PY" -c "import json; print(json.load(open('$LOGS/train_result.json'))['best_checkpoint'])")
+"$PY" -m lightbrain eval --checkpoint "$CKPT" --batch-size 64 -o "$LOGS/eval.json"
