@@ -518,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
             share = min(1.0, (cpu_stall_us() - stall) / 1e6 / (time.perf_counter() - start))
             pressure = (f" CPU pressure {share:.0%} (the share of the time other runnable tasks waited for a CPU: "
                         "near 0% means these numbers are this machine's own).")
-        reports[section] = (f"### {section}\n\n{machine()}; `{command}`, medians of {args.repeats} runs."
+        runs = {"prepare": args.prepare_repeats, "quality": 1}.get(section, args.repeats)
+        timing = f"medians of {runs} runs" if runs > 1 else "one run"
+        reports[section] = (f"### {section}\n\n{machine()}; `{command}`, {timing}."
                             f"{pressure}\n\n{table(rows)}")
         print(reports[section] + "\n", flush=True)
     if args.write or set(only) == set(SECTIONS):
