@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("-c", "--config", default=str(REPO / "configs" / "cpu_speedrun.yaml"))
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--runs", default="runs/experiments")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     from lightbrain.config import load_config
     from lightbrain.data.token_files import open_split, read_meta
