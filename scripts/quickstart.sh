@@ -4,8 +4,8 @@
 #
 #   bash scripts/quickstart.sh                          # PubMedQA from the Hugging Face hub
 #   SOURCE=../shared/data bash scripts/quickstart.sh    # local data instead (same as --source ../shared/data)
-#   MINUTES=3 bash scripts/quickstart.sh                # training time budget (default 8; 0 = the recipe's own)
-#   CONFIG=configs/tiny_cpu.yaml bash scripts/quickstart.sh   # the training recipe (this is the default)
+#   MINUTES=3 bash scripts/quickstart.sh                # training time budget (default 12; 0 = the recipe's own)
+#   CONFIG=configs/tiny_cpu.yaml bash scripts/quickstart.sh   # the recipe (default: configs/cpu_speedrun.yaml)
 #   QUICK=1 bash scripts/quickstart.sh                  # smoke run: toy model, about a minute, in runs/quick/
 #   bash scripts/quickstart.sh train.batch_size=8       # extra section.key=value overrides go to training
 #
@@ -46,8 +46,8 @@ if [ "$QUICK" = 1 ]; then
   NEW_TOKENS=${NEW_TOKENS:-30}
   EVAL_TOKENS=${EVAL_TOKENS:-8192}
 else
-  CONFIG=${CONFIG:-configs/tiny_cpu.yaml}
-  MINUTES=${MINUTES:-8}
+  CONFIG=${CONFIG:-configs/cpu_speedrun.yaml}  # the best CPU recipe measured (docs/experiments.md)
+  MINUTES=${MINUTES:-12}
   OUT=${OUT:-$PWD}
   NEW_TOKENS=${NEW_TOKENS:-100}
   EVAL_TOKENS=${EVAL_TOKENS:-131072}
@@ -91,7 +91,8 @@ echo "device: $DEVICE; recipe: $CONFIG; data: $SOURCE; outputs under: $OUT"
 "$PY" create_project_structure.py --root "$OUT" --quiet
 
 step 2 "Data: clean, split and tokenize ($SOURCE)"
-if ! "$PY" -m lightbrain prepare --source "$SOURCE" --out "$DATA_DIR" ${QUIET[@]+"${QUIET[@]}"}; then
+# the recipe's data section picks the tokenizer (the speedrun recipe's medical BPE, for one)
+if ! "$PY" -m lightbrain prepare -c "$CONFIG" --source "$SOURCE" --out "$DATA_DIR" ${QUIET[@]+"${QUIET[@]}"}; then
   if [ "$SOURCE" = hub ]; then
     fail "the data could not be prepared from the Hugging Face hub (see the error above).
 No network, or the hub is blocked? Run the quickstart on a local copy of the data instead:
