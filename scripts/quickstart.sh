@@ -10,7 +10,7 @@
 #   bash scripts/quickstart.sh train.batch_size=8       # extra section.key=value overrides go to training
 #
 # Options (each also an environment variable): --source PATH|hub (SOURCE), --config FILE (CONFIG),
-# --minutes N (MINUTES), --eval-tokens N (EVAL_TOKENS: validation tokens scored, default 131072; 0 = all),
+# --minutes N (MINUTES), --eval-tokens N (EVAL_TOKENS: validation tokens scored; default 0 = the whole split),
 # --quick (QUICK=1), --out DIR (OUT: where data/, models/ and logs/ go; default
 # the repository root, runs/quick with --quick), --no-setup (SETUP=0: use the existing environment).
 # A GPU is used when present (train.device=auto). On 2 CPU cores the default run takes about 12-15 minutes.
@@ -50,7 +50,7 @@ else
   MINUTES=${MINUTES:-12}
   OUT=${OUT:-$PWD}
   NEW_TOKENS=${NEW_TOKENS:-100}
-  EVAL_TOKENS=${EVAL_TOKENS:-131072}
+  EVAL_TOKENS=${EVAL_TOKENS:-0}  # the whole split: a prefix is one source only, not comparable
 fi
 
 # Paths given by the user are relative to where they ran the script; recipes may also be named
