@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -76,3 +77,21 @@ def remove_stale_temps(target: str | Path) -> list[Path]:
             stale.unlink()
             removed.append(stale)
     return removed
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target` (replacing any old one), so a failed write never leaves
+    a half-written folder there."""
+    # temporary files are private (0600); a finished folder is meant to be shared, so use the usual modes
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in new.iterdir():
+        path.chmod(0o666 & ~umask)
+    new.chmod(0o777 & ~umask)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{new.name}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

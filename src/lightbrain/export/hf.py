@@ -19,7 +19,6 @@ GPT-2-shaped folders (safetensors weights) that have no lightbrain.json.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 
 from lightbrain import DISCLAIMER, __version__
-from lightbrain.atomic_io import atomic_write_text
+from lightbrain.atomic_io import atomic_write_text, replace_folder
 from lightbrain.config import LightBrainConfig, ModelConfig, config_from_dict
 from lightbrain.data.tokenizers import EOT, GPT2Tokenizer, MedicalBPETokenizer, _byte_level_inverse
 
@@ -354,28 +353,11 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
         _write_hf_tokenizer(tokenizer, tmp, mcfg.block_size)
         atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", model_card(config, tokenizer_spec["name"], info, out_dir.name))
-        _swap_in(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target`, so a failed export never leaves a half-written folder."""
-    # temporary files are private (0600); an export is meant to be shared, so use the usual modes
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in new.iterdir():
-        path.chmod(0o666 & ~umask)
-    new.chmod(0o777 & ~umask)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> Path:

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from lightbrain import DISCLAIMER
-from lightbrain.atomic_io import atomic_write_text
+from lightbrain.atomic_io import atomic_write_text, replace_folder
 from lightbrain.config import ConfigError, TrainConfig, _apply_section, _read_yaml
 from lightbrain.data.instructions import (DATA_CHOICES, PUBMEDQA_TASKS, EncodedExample, encode_example,
                                           load_examples, make_batch)
@@ -178,8 +178,6 @@ def _adapter_card(info: dict[str, Any]) -> str:
 
 def save_adapter(peft_model, folder: str | Path, info: dict[str, Any]) -> Path:
     """peft's adapter folder plus lightbrain_adapter.json (`info`) and a model card, written as a whole."""
-    from lightbrain.export.hf import _swap_in  # replaces the old folder only once the new one is complete
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
@@ -187,7 +185,7 @@ def save_adapter(peft_model, folder: str | Path, info: dict[str, Any]) -> Path:
         peft_model.save_pretrained(str(tmp))
         atomic_write_text(tmp / ADAPTER_INFO, json.dumps({"format": ADAPTER_FORMAT, **info}, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", _adapter_card(info))  # instead of peft's blank template
-        _swap_in(tmp, folder)
+        replace_folder(tmp, folder)  # the old folder goes only once the new one is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
