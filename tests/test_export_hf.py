@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below loads from local folders only
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -15,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from lightbrain import DISCLAIMER
 from lightbrain.cli import main
-from lightbrain.config import LightBrainConfig, ModelConfig
+from lightbrain.config import LightBrainConfig, ModelConfig, load_config
 from lightbrain.data.tokenizers import GPT2Tokenizer, train_medical_bpe
 from lightbrain.export.hf import ExportError, export_model_hf, import_hf, import_hf_checkpoint
 from lightbrain.inference.generate import generate
@@ -31,6 +32,11 @@ TEXTS = [
     "  Indented   text\twith tabs\n\nand blank lines.  ",
 ]
 VARIED = TEXTS + ["emoji 😀👍🏽 and CJK 日本語", "x" * 300, "I'M 's 're 've ’s", "3.14159 1,000,000 -42", "\x00\x07 bell"]
+
+
+# the speedrun architecture, which exports as LlamaForCausalLM
+LLAMA = dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "cpu_speedrun.yaml"
 
 
 def tiny_config(vocab_size: int, **overrides) -> ModelConfig:
@@ -93,8 +99,9 @@ def test_logits_match_at_seed_shape(tmp_path, bpe):
     assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 
 
-def test_greedy_generation_matches(tmp_path, bpe):
-    model = random_model(tiny_config(bpe.vocab_size), seed=3)
+@pytest.mark.parametrize("architecture", [{}, LLAMA], ids=["gpt2", "llama"])
+def test_greedy_generation_matches(tmp_path, bpe, architecture):
+    model = random_model(tiny_config(bpe.vocab_size, **architecture), seed=3)
     export_model_hf(model, bpe, tmp_path / "hf")
     hf_model, hf_tok = hf_load(tmp_path / "hf")
     prompt = bpe.encode("The patient presented with")
@@ -126,16 +133,20 @@ def test_gpt2_tokenizer_matches_tiktoken(tmp_path, gpt2):
     assert_same_logits(model, hf_model, gpt2.vocab_size, batch=1)
 
 
-def test_pipeline_runs_and_folder_has_card(tmp_path, bpe):
-    export_model_hf(random_model(tiny_config(bpe.vocab_size)), bpe, tmp_path / "hf")
+@pytest.mark.parametrize("architecture, title", [({}, "GPT-2 format"), (LLAMA, "Llama format")], ids=["gpt2", "llama"])
+def test_pipeline_runs_and_folder_has_card(tmp_path, bpe, architecture, title):
+    export_model_hf(random_model(tiny_config(bpe.vocab_size, **architecture)), bpe, tmp_path / "hf")
     generator = transformers.pipeline("text-generation", model=str(tmp_path / "hf"), device="cpu")
     out = generator("The patient", do_sample=False, max_new_tokens=8)
     assert out[0]["generated_text"].startswith("The patient")
     sampled = generator("Doctor:")  # the folder's generation_config keeps length within the context
     assert sampled[0]["generated_text"].startswith("Doctor:")
-    assert DISCLAIMER in (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert DISCLAIMER in card and title in card
     info = json.loads((tmp_path / "hf" / "lightbrain.json").read_text(encoding="utf-8"))
     assert info["tokenizer"] == {"name": "medical-bpe"} and info["disclaimer"] == DISCLAIMER
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text(encoding="utf-8"))
+    assert generation["max_length"] == 32 and generation["eos_token_id"] == bpe.eot_id
     assert (tmp_path / "hf" / "model.safetensors").is_file()
 
 
@@ -171,17 +182,29 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     assert main(["export", "--checkpoint", str(ckpt), str(tmp_path / "hf"), "--force"]) == 0
 
 
-@pytest.mark.parametrize("option, value", [("positional", "rope"), ("norm", "rmsnorm"), ("mlp", "swiglu"),
-                                           ("qk_norm", True)])
-def test_refuses_architectures_gpt2_cannot_hold(tmp_path, bpe, capsys, option, value):
-    config = LightBrainConfig(model=tiny_config(bpe.vocab_size, **{option: value}))
+@pytest.mark.parametrize("options, named", [
+    ({"positional": "rope"}, ["model.positional=rope"]),
+    ({"norm": "rmsnorm"}, ["model.norm=rmsnorm"]),
+    ({"mlp": "swiglu"}, ["model.mlp=swiglu"]),
+    ({"mlp": "relu2"}, ["model.mlp=relu2"]),
+    ({"qk_norm": True}, ["model.qk_norm"]),
+    ({**LLAMA, "norm": "layernorm"}, ["model.norm=layernorm"]),  # rope with LayerNorm
+    ({**LLAMA, "mlp": "relu2"}, ["model.mlp=relu2"]),
+    ({**LLAMA, "qk_norm": True}, ["model.qk_norm"]),
+    ({"positional": "rope", "mlp": "relu2"}, ["model.positional=rope", "model.norm=layernorm", "model.mlp=relu2"]),
+])
+def test_refuses_mixed_architectures(tmp_path, bpe, capsys, options, named):
+    config = LightBrainConfig(model=tiny_config(bpe.vocab_size, **options))
     model = random_model(config.model)
-    with pytest.raises(ExportError, match=f"model.{option}"):
+    with pytest.raises(ExportError) as error:
         export_model_hf(model, bpe, tmp_path / "hf")
+    message = str(error.value)
+    assert all(option in message for option in named), message
+    assert "GPT2LMHeadModel" in message and "LlamaForCausalLM" in message  # says what would export
     assert not (tmp_path / "hf").exists()
     ckpt = save_checkpoint(tmp_path / "a.pt", model=model, config=config, tokenizer=bpe.to_dict())
     assert main(["export", "--checkpoint", str(ckpt), str(tmp_path / "hf")]) == 1
-    assert f"model.{option}" in capsys.readouterr().err
+    assert named[0] in capsys.readouterr().err
 
 
 def test_imports_a_plain_transformers_gpt2_folder(tmp_path, bpe):
@@ -209,7 +232,10 @@ def test_import_errors_name_the_problem(tmp_path, bpe):
     with pytest.raises(ExportError, match="activation_function"):
         import_hf(tmp_path / "hf")
     config_path.write_text(json.dumps(dict(hf, model_type="llama")), encoding="utf-8")
-    with pytest.raises(ExportError, match="model_type"):
+    with pytest.raises(ExportError, match="model_type 'llama' config needs hidden_size"):
+        import_hf(tmp_path / "hf")
+    config_path.write_text(json.dumps(dict(hf, model_type="bert")), encoding="utf-8")
+    with pytest.raises(ExportError, match="model_type is 'bert'"):
         import_hf(tmp_path / "hf")
     config_path.write_text(json.dumps(hf), encoding="utf-8")
     weights = tmp_path / "hf" / "model.safetensors"
@@ -219,3 +245,103 @@ def test_import_errors_name_the_problem(tmp_path, bpe):
     weights.unlink()
     with pytest.raises(ExportError, match="model.safetensors"):
         import_hf(tmp_path / "hf")
+
+
+# ---------------------------------------------------------------------------------------------
+# the speedrun architecture (rope, RMSNorm, SwiGLU) as LlamaForCausalLM
+
+
+@pytest.mark.parametrize("options", [{}, {"bias": True}, {"tie_embeddings": False},
+                                     {"bias": True, "tie_embeddings": False}])
+def test_llama_logits_match_transformers(tmp_path, bpe, options):
+    model = random_model(tiny_config(bpe.vocab_size, **{**LLAMA, **options}))
+    export_model_hf(model, bpe, tmp_path / "hf")
+    hf_model, _ = hf_load(tmp_path / "hf")
+    assert type(hf_model).__name__ == "LlamaForCausalLM"
+    c = hf_model.config
+    assert c.tie_word_embeddings == model.config.tie_embeddings
+    assert c.attention_bias == c.mlp_bias == model.config.bias
+    assert c.intermediate_size == model.transformer.h[0].mlp.c_fc.out_features
+    assert_same_logits(model, hf_model, bpe.vocab_size)  # all 32 positions: RoPE agrees everywhere
+
+
+def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
+    # the quickstart recipe's model (6 x 4 x 256, SwiGLU 704 wide, 128 tokens) with a small vocabulary
+    mcfg = load_config(SPEEDRUN).model
+    mcfg.vocab_size = bpe.vocab_size
+    model = random_model(mcfg)
+    export_model_hf(model, bpe, tmp_path / "hf")
+    hf_model, _ = hf_load(tmp_path / "hf")
+    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 128
+    assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
+    model = random_model(tiny_config(bpe.vocab_size, **{**LLAMA, "bias": bias, "tie_embeddings": bias}))
+    export_model_hf(model, bpe, tmp_path / "hf")
+    back, tokenizer = import_hf(tmp_path / "hf")
+    assert back.config == model.config
+    ours, theirs = model.state_dict(), back.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert tokenizer.fingerprint() == bpe.fingerprint()
+
+
+def test_llama_cli_round_trip_of_the_speedrun_recipe(tmp_path, bpe):
+    config = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32"])
+    config.model.vocab_size = bpe.vocab_size
+    ckpt = save_checkpoint(tmp_path / "a.pt", model=random_model(config.model), config=config,
+                           tokenizer=bpe.to_dict(), iter_num=3)
+    assert main(["export", "--format", "hf", "--checkpoint", str(ckpt), str(tmp_path / "hf")]) == 0
+    info = json.loads((tmp_path / "hf" / "lightbrain.json").read_text(encoding="utf-8"))
+    assert info["config"]["model"]["positional"] == "rope" and info["iter_num"] == 3
+    assert main(["export", "--from-hf", str(tmp_path / "hf"), str(tmp_path / "b.pt")]) == 0
+    a, b = load_checkpoint(ckpt), load_checkpoint(tmp_path / "b.pt")
+    assert a["config"] == b["config"] and a["tokenizer"] == b["tokenizer"] and b["iter_num"] == 3
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def plain_llama(bpe, **overrides):
+    """A LlamaForCausalLM that LightBrain can run, built by Transformers itself."""
+    values = dict(vocab_size=bpe.vocab_size, hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5,
+                  bos_token_id=bpe.eot_id, eos_token_id=bpe.eot_id)
+    values.update(overrides)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**values)).eval()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_imports_a_plain_transformers_llama_folder(tmp_path, bpe, tied):
+    hf_model = plain_llama(bpe, tie_word_embeddings=tied)
+    hf_model.save_pretrained(str(tmp_path / "plain"))
+    (tmp_path / "plain" / "tokenizer.json").write_text(bpe.to_dict()["tokenizer_json"], encoding="utf-8")
+    model, tokenizer = import_hf(tmp_path / "plain")
+    assert (model.config.positional, model.config.norm, model.config.mlp) == ("rope", "rmsnorm", "swiglu")
+    assert model.config.tie_embeddings == tied and not model.config.bias
+    assert tokenizer.encode(TEXTS[0]) == bpe.encode(TEXTS[0])
+    assert_same_logits(model, hf_model, bpe.vocab_size)
+    import_hf_checkpoint(tmp_path / "plain", tmp_path / "plain.pt")
+    assert load_checkpoint(tmp_path / "plain.pt")["config"]["model"]["mlp"] == "swiglu"
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"num_key_value_heads": 1}, "num_key_value_heads=1"),
+    ({"rms_norm_eps": 1e-6}, "rms_norm_eps=1e-06"),
+    ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+    ({"intermediate_size": 96}, "intermediate_size=96 (expected 128"),
+    ({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}, "rope_parameters="),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}, "rope_theta=500000.0 (expected 10000.0)"),
+    ({"rope_parameters": None, "rope_theta": 500000.0}, "rope_theta=500000.0"),  # the older layout
+    ({"mlp_bias": True}, "mlp_bias=True"),
+])
+def test_llama_variants_lightbrain_cannot_run_are_refused(tmp_path, bpe, change, named):
+    export_model_hf(random_model(tiny_config(bpe.vocab_size, **LLAMA)), bpe, tmp_path / "hf")
+    config_path = tmp_path / "hf" / "config.json"
+    hf = json.loads(config_path.read_text(encoding="utf-8"))
+    config_path.write_text(json.dumps({**hf, **change}), encoding="utf-8")
+    with pytest.raises(ExportError, match="cannot import this Llama variant") as error:
+        import_hf(tmp_path / "hf")
+    assert named in str(error.value)

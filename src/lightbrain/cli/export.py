@@ -14,10 +14,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("\n", 1)[1]
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="CKPT", help="LightBrain checkpoint to export")
-    source.add_argument("--from-hf", metavar="DIR", help="Transformers GPT-2 folder to import as a LightBrain checkpoint")
+    source.add_argument("--from-hf", metavar="DIR",
+                        help="Transformers GPT-2 or Llama folder to import as a LightBrain checkpoint")
     parser.add_argument("out", metavar="OUT", help="folder to write (export) or checkpoint file to write (--from-hf)")
     parser.add_argument("--format", choices=["hf"], default="hf",
-                        help="export format: hf = Transformers GPT2LMHeadModel folder (default)")
+                        help="export format: hf = Transformers folder, GPT2LMHeadModel for the seed "
+                        "architecture, LlamaForCausalLM for rope/rmsnorm/swiglu (default)")
     parser.add_argument("--force", action="store_true", help="replace OUT if it already exists")
 
 

@@ -1,19 +1,27 @@
 """Hugging Face Transformers export and import.
 
-The seed architecture is GPT-2's, so a checkpoint becomes a folder that `GPT2LMHeadModel` loads
-as is (`AutoModelForCausalLM.from_pretrained(folder)`), with no custom code:
+Two LightBrain architectures are exactly a Transformers class, so a checkpoint becomes a folder that
+`AutoModelForCausalLM.from_pretrained(folder)` loads with no custom code:
 
-  config.json             GPT2Config: sizes, n_positions = block_size, gelu_new, eps 1e-5, tying
-  model.safetensors       the weights; GPT-2 keeps its projections in Conv1D layers, which store
-                          (in, out) where nn.Linear stores (out, in), so those four are transposed
-  generation_config.json  end-of-text ids and max_length = block_size (GPT-2 cannot slide its window)
+  seed (learned positions, LayerNorm, GELU)      -> GPT2LMHeadModel
+  speedrun (rotary positions, RMSNorm, SwiGLU)   -> LlamaForCausalLM
+
+Both with or without biases and tied embeddings, never with qk_norm; any other mix is refused,
+naming the options that do not fit. The folder holds:
+
+  config.json             GPT2Config or LlamaConfig with the model's sizes, eps 1e-5, tying
+  model.safetensors       the weights in that class's names (one small mapping function per family:
+                          GPT-2 keeps projections in Conv1D, stored (in, out), so those are transposed;
+                          Llama splits the fused q/k/v projection into three)
+  generation_config.json  end-of-text ids and max_length = block_size (the model never saw more)
   tokenizer.json          a `tokenizers` byte-level BPE: GPT-2's rebuilt from tiktoken, or the
   tokenizer_config.json   trained medical BPE exactly as the checkpoint stores it
   lightbrain.json         what a round trip needs: the full recipe, tokenizer name, training counters
   README.md               a model card that carries lightbrain.DISCLAIMER
 
-`import_hf(folder)` reads such a folder back into (LightBrainTiny, tokenizer); it also reads other
-GPT-2-shaped folders (safetensors weights) that have no lightbrain.json.
+`import_hf(folder)` reads such a folder back into (LightBrainTiny, tokenizer); it also reads GPT-2
+and Llama folders saved by Transformers itself (safetensors weights, no lightbrain.json) when their
+settings are ones LightBrain can run.
 """
 
 from __future__ import annotations
@@ -50,28 +58,68 @@ def _require_transformers():
     return transformers
 
 
-def check_gpt2_compatible(config: ModelConfig) -> None:
-    """Raise ExportError naming every option GPT2LMHeadModel cannot represent."""
-    problems = []
-    if config.positional != "learned":
-        problems.append(f"model.positional={config.positional} (GPT-2 has learned position embeddings only)")
-    if config.norm != "layernorm":
-        problems.append(f"model.norm={config.norm} (GPT-2 uses LayerNorm)")
-    if config.mlp != "gelu":
-        problems.append(f"model.mlp={config.mlp} (GPT-2's MLP is GELU)")
+# The options that decide the family; qk_norm must be off in both, bias and tying may be anything.
+FAMILIES = {
+    "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
+    "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
+}
+FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
+EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
+              "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
+              "both with qk_norm=false")
+ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
+
+
+def export_family(config: ModelConfig) -> str:
+    """'gpt2' or 'llama': the Transformers family this architecture is exactly.
+
+    Otherwise an ExportError naming the options that differ from the nearest family.
+    """
+    gaps = {family: [f"model.{key}={getattr(config, key)} ({FAMILY_NAMES[family]} needs {value})"
+                     for key, value in wanted.items() if getattr(config, key) != value]
+            for family, wanted in FAMILIES.items()}
+    if not config.qk_norm:
+        for family, gap in gaps.items():
+            if not gap:
+                return family
+    nearest = min(len(gap) for gap in gaps.values())
+    problems = [problem for gap in gaps.values() if len(gap) == nearest for problem in gap]
     if config.qk_norm:
-        problems.append("model.qk_norm=true (GPT-2 has no query/key norm)")
-    if problems:
-        raise ExportError(
-            "this model cannot be exported as GPT-2 because of " + "; ".join(problems)
-            + ". Only the seed architecture (learned positions, LayerNorm, GELU, no qk_norm) maps onto "
-            "GPT2LMHeadModel; model.bias and model.tie_embeddings may take either value. "
-            "Use the LightBrain checkpoint directly for this model."
-        )
+        problems.append("model.qk_norm=true (neither GPT-2 nor Llama has a query/key norm)")
+    raise ExportError(
+        "this model cannot be exported to Transformers because of " + "; ".join(problems)
+        + f". Two combinations are exportable: {EXPORTABLE}; model.bias and model.tie_embeddings may take "
+        "either value. Use the LightBrain checkpoint directly for this model."
+    )
+
+
+def swiglu_width(n_embd: int) -> int:
+    """The hidden width LightBrain's SwiGLU MLP has at this model width, read off the module itself."""
+    from lightbrain.models.lightbrain_tiny import MLP
+
+    with torch.device("meta"):  # shapes only, no memory
+        return MLP(ModelConfig(n_embd=n_embd, n_head=1, mlp="swiglu", bias=False)).c_fc.out_features
+
+
+def _refuse_mismatches(source: str, what: str, checks: list[tuple[str, Any, bool, str]]) -> None:
+    """checks: (config key, value found, fits, what LightBrain expects)."""
+    bad = [f"{key}={found!r} ({expected})" for key, found, fits, expected in checks if not fits]
+    if bad:
+        raise ExportError(f"{source}: cannot import this {what}: " + "; ".join(bad))
+
+
+def _tie_head(out: dict[str, torch.Tensor], config: ModelConfig, source: str, embedding: str) -> None:
+    """Check the token embedding is there; point a tied head at it, or demand the untied one."""
+    if "transformer.wte.weight" not in out:
+        raise ExportError(f"{source}: the weights have no token embedding ({embedding})")
+    if config.tie_embeddings:
+        out["lm_head.weight"] = out["transformer.wte.weight"]
+    elif "lm_head.weight" not in out:
+        raise ExportError(f"{source}: config.json says tie_word_embeddings=false but the weights have no lm_head.weight")
 
 
 # ---------------------------------------------------------------------------------------------
-# weights and config
+# GPT-2: weights and config
 
 
 def to_gpt2_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -107,12 +155,7 @@ def from_gpt2_state_dict(hf_state: dict[str, torch.Tensor], config: ModelConfig,
         if name.endswith(CONV1D):
             tensor = tensor.t()
         out[name] = tensor.contiguous()
-    if "transformer.wte.weight" not in out:
-        raise ExportError(f"{source}: the weights have no token embedding (transformer.wte.weight)")
-    if config.tie_embeddings:
-        out["lm_head.weight"] = out["transformer.wte.weight"]
-    elif "lm_head.weight" not in out:
-        raise ExportError(f"{source}: config.json says tie_word_embeddings=false but the weights have no lm_head.weight")
+    _tie_head(out, config, source, "transformer.wte.weight")
     if not config.bias:
         for name in [n for n in out if n.endswith(".bias")]:
             if torch.count_nonzero(out[name]):
@@ -148,27 +191,172 @@ def gpt2_config(config: ModelConfig, eot_id: int):
 
 def model_config_from_gpt2(hf: dict[str, Any], source: str) -> ModelConfig:
     """A LightBrain ModelConfig from a GPT-2 config.json, refusing settings LightBrain cannot run."""
-    if hf.get("model_type") != "gpt2":
-        raise ExportError(f"{source}: model_type is {hf.get('model_type')!r}; only GPT-2 folders can be imported")
-    checks = {
-        "activation_function": (hf.get("activation_function", "gelu_new") in ("gelu_new", "gelu_pytorch_tanh"),
-                                "LightBrain's GELU is the tanh approximation (gelu_new)"),
-        "layer_norm_epsilon": (abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) < 1e-12,
-                               "LightBrain's LayerNorm uses eps 1e-5"),
-        "n_inner": (hf.get("n_inner") in (None, 4 * hf["n_embd"]), "LightBrain's MLP is 4 x n_embd wide"),
-        "scale_attn_weights": (hf.get("scale_attn_weights", True), "LightBrain scales attention by 1/sqrt(head size)"),
-        "scale_attn_by_inverse_layer_idx": (not hf.get("scale_attn_by_inverse_layer_idx", False),
-                                            "LightBrain does not scale attention by layer index"),
-        "add_cross_attention": (not hf.get("add_cross_attention", False), "LightBrain has no cross-attention"),
-    }
-    bad = [f"{key}={hf.get(key)!r} ({why})" for key, (ok, why) in checks.items() if not ok]
-    if bad:
-        raise ExportError(f"{source}: cannot import this GPT-2 variant: " + "; ".join(bad))
+    act, eps = hf.get("activation_function", "gelu_new"), hf.get("layer_norm_epsilon", 1e-5)
+    _refuse_mismatches(source, "GPT-2 variant", [
+        ("activation_function", act, act in ("gelu_new", "gelu_pytorch_tanh"),
+         "LightBrain's GELU is the tanh approximation (gelu_new)"),
+        ("layer_norm_epsilon", eps, abs(float(eps) - 1e-5) < 1e-12, "LightBrain's LayerNorm uses eps 1e-5"),
+        ("n_inner", hf.get("n_inner"), hf.get("n_inner") in (None, 4 * hf["n_embd"]),
+         "LightBrain's MLP is 4 x n_embd wide"),
+        ("scale_attn_weights", hf.get("scale_attn_weights"), hf.get("scale_attn_weights", True),
+         "LightBrain scales attention by 1/sqrt(head size)"),
+        ("scale_attn_by_inverse_layer_idx", hf.get("scale_attn_by_inverse_layer_idx"),
+         not hf.get("scale_attn_by_inverse_layer_idx", False), "LightBrain does not scale attention by layer index"),
+        ("add_cross_attention", hf.get("add_cross_attention"), not hf.get("add_cross_attention", False),
+         "LightBrain has no cross-attention"),
+    ])
     return ModelConfig(
         vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
         n_embd=hf["n_embd"], dropout=float(hf.get("resid_pdrop", 0.1)), bias=True,
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Llama: weights and config
+
+# LightBrain module -> Llama module inside one layer; the fused attn.c_attn is q, k, v stacked on dim 0.
+LLAMA_LAYER = {
+    "ln_1": "input_layernorm",
+    "attn.c_proj": "self_attn.o_proj",
+    "ln_2": "post_attention_layernorm",
+    "mlp.c_gate": "mlp.gate_proj",
+    "mlp.c_fc": "mlp.up_proj",
+    "mlp.c_proj": "mlp.down_proj",
+}
+LLAMA_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+LLAMA_OUTER = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+               "lm_head.weight": "lm_head.weight"}
+
+
+def to_llama_state_dict(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """LightBrain state dict -> LlamaForCausalLM's names (contiguous copies, safetensors-ready).
+
+    No permutation of q/k is needed: LightBrain's rotary embedding already rotates (first half,
+    second half) of each head, as Llama's rotate_half does. A tied head is left out.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu()
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue
+        if name in LLAMA_OUTER:
+            out[LLAMA_OUTER[name]] = tensor
+            continue
+        _, _, layer, rest = name.split(".", 3)  # transformer.h.{layer}.{module}.{weight|bias}
+        module, kind = rest.rsplit(".", 1)
+        prefix = f"model.layers.{layer}."
+        if module == "attn.c_attn":
+            for part, chunk in zip(LLAMA_QKV, tensor.chunk(3)):
+                out[f"{prefix}{part}.{kind}"] = chunk
+        else:
+            out[f"{prefix}{LLAMA_LAYER[module]}.{kind}"] = tensor
+    return {name: tensor.contiguous().clone() for name, tensor in out.items()}
+
+
+def from_llama_state_dict(hf_state: dict[str, torch.Tensor], config: ModelConfig,
+                          source: str = "the folder") -> dict[str, torch.Tensor]:
+    """LlamaForCausalLM weights -> a LightBrain state dict (q, k, v fused back into attn.c_attn)."""
+    outer = {hf: ours for ours, hf in LLAMA_OUTER.items()}
+    layer_names = {hf: ours for ours, hf in LLAMA_LAYER.items()}
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for name, tensor in hf_state.items():
+        if name in outer:
+            out[outer[name]] = tensor
+            continue
+        if not name.startswith("model.layers."):
+            out[name] = tensor  # unknown: load_state_into lists it as unexpected
+            continue
+        _, _, layer, rest = name.split(".", 3)
+        module, _, kind = rest.rpartition(".")
+        if module in LLAMA_QKV:
+            qkv.setdefault((layer, kind), {})[module] = tensor
+        else:
+            out[f"transformer.h.{layer}.{layer_names.get(module, module)}.{kind}"] = tensor
+    for (layer, kind), parts in qkv.items():
+        missing = [part for part in LLAMA_QKV if part not in parts]
+        if missing:
+            raise ExportError(f"{source}: layer {layer} has no {', '.join(f'{m}.{kind}' for m in missing)}")
+        out[f"transformer.h.{layer}.attn.c_attn.{kind}"] = torch.cat([parts[part] for part in LLAMA_QKV])
+    _tie_head(out, config, source, "model.embed_tokens.weight")
+    return {name: tensor.contiguous() for name, tensor in out.items()}
+
+
+def llama_config(config: ModelConfig, eot_id: int):
+    """The transformers.LlamaConfig equivalent to a LightBrain rope/rmsnorm/swiglu model config."""
+    transformers = _require_transformers()
+    return transformers.LlamaConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.n_embd,
+        intermediate_size=swiglu_width(config.n_embd),
+        num_hidden_layers=config.n_layer,
+        num_attention_heads=config.n_head,
+        num_key_value_heads=config.n_head,  # plain multi-head attention
+        head_dim=config.n_embd // config.n_head,
+        hidden_act="silu",
+        max_position_embeddings=config.block_size,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        attention_bias=config.bias,
+        mlp_bias=config.bias,
+        attention_dropout=config.dropout,  # Llama's only dropout; LightBrain's recipes train rope models with 0
+        tie_word_embeddings=config.tie_embeddings,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        architectures=["LlamaForCausalLM"],
+        dtype="float32",
+    )
+
+
+def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
+    """A LightBrain ModelConfig from a Llama config.json, refusing settings LightBrain cannot run."""
+    needed = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "max_position_embeddings")
+    missing = [key for key in needed if key not in hf]
+    if missing:
+        raise ExportError(f"{source}: a model_type 'llama' config needs {', '.join(missing)}, which it lacks")
+    width, heads = hf["hidden_size"], hf["num_attention_heads"]
+    # Transformers 5 writes rope_parameters; older versions wrote rope_theta and rope_scaling at the top
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    theta = rope.get("rope_theta", hf.get("rope_theta", ROPE_THETA)) if isinstance(rope, dict) else None
+    plain_rope = (isinstance(rope, dict) and rope.get("rope_type", rope.get("type", "default")) == "default"
+                  and set(rope) <= {"rope_type", "type", "rope_theta"})
+    eps, act = hf.get("rms_norm_eps", 1e-6), hf.get("hidden_act", "silu")  # LlamaConfig's own defaults
+    kv_heads, head_dim = hf.get("num_key_value_heads"), hf.get("head_dim")
+    attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
+    mlp_width = swiglu_width(width)
+    _refuse_mismatches(source, "Llama variant", [
+        ("num_key_value_heads", kv_heads, kv_heads in (None, heads),
+         f"expected {heads}: LightBrain has one key/value head per query head"),
+        ("head_dim", head_dim, head_dim in (None, width // heads),
+         f"expected {width // heads} = hidden_size / num_attention_heads"),
+        ("hidden_act", act, act == "silu", "expected 'silu', LightBrain's SwiGLU gate"),
+        ("rms_norm_eps", eps, abs(float(eps) - 1e-5) < 1e-12, "expected 1e-05, LightBrain's RMSNorm eps"),
+        ("rope_parameters", rope, plain_rope,
+         "expected rope_type 'default': LightBrain's rotary positions are unscaled"),
+        ("rope_theta", theta, theta is not None and float(theta) == ROPE_THETA, f"expected {ROPE_THETA}"),
+        ("intermediate_size", hf["intermediate_size"], hf["intermediate_size"] == mlp_width,
+         f"expected {mlp_width}, LightBrain's SwiGLU width for hidden_size {width}"),
+        ("mlp_bias", mlp_bias, mlp_bias == attention_bias,
+         f"expected {attention_bias} like attention_bias: LightBrain's model.bias covers both"),
+    ])
+    return ModelConfig(
+        vocab_size=hf["vocab_size"], block_size=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
+        n_head=heads, n_embd=width, dropout=float(hf.get("attention_dropout") or 0.0), bias=attention_bias,
+        positional="rope", norm="rmsnorm", mlp="swiglu", tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+
+
+def model_config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, ModelConfig]:
+    """(family, ModelConfig) from a config.json of either family."""
+    family = hf.get("model_type")
+    if family == "gpt2":
+        return family, model_config_from_gpt2(hf, source)
+    if family == "llama":
+        return family, model_config_from_llama(hf, source)
+    raise ExportError(f"{source}: model_type is {family!r}; only GPT-2 ('gpt2') and Llama ('llama') folders "
+                      "can be imported")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,20 +444,21 @@ def _number(value: float | None) -> str:
 
 def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, Any], folder_name: str) -> str:
     m = config.model
+    family = export_family(m)
     n_params = info.get("num_params")
     lines = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        "tags: [gpt2, medical, lightbrain, research-only]",
+        f"tags: [{family}, medical, lightbrain, research-only]",
         "---",
         "",
-        "# LightBrain model (GPT-2 format)",
+        f"# LightBrain model ({FAMILY_NAMES[family]} format)",
         "",
         f"> **{DISCLAIMER}**",
         "",
         f"A small decoder-only language model for medical text, trained with LightBrain {__version__} and "
-        "exported to the Hugging Face Transformers GPT-2 format.",
+        f"exported to the Hugging Face Transformers {FAMILY_NAMES[family]} format.",
         "",
         "| | |",
         "| --- | --- |",
@@ -306,7 +495,7 @@ def model_card(config: LightBrainConfig, tokenizer_name: str, info: dict[str, An
 
 def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, config: LightBrainConfig | None = None,
                     info: dict[str, Any] | None = None, force: bool = False) -> Path:
-    """Write `model` + `tokenizer` as a Transformers GPT-2 folder at out_dir (replaced as a whole)."""
+    """Write `model` + `tokenizer` as a Transformers GPT-2 or Llama folder at out_dir (replaced as a whole)."""
     from safetensors.torch import save_file
 
     from lightbrain.training.checkpoint import clean_state_dict, unwrap_model
@@ -314,7 +503,7 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
     model = unwrap_model(model)
     config = config or LightBrainConfig(model=model.config)
     mcfg = config.model
-    check_gpt2_compatible(mcfg)
+    family = export_family(mcfg)
     if mcfg.vocab_size != tokenizer.vocab_size:
         raise ExportError(f"the model's vocab_size ({mcfg.vocab_size}) differs from its tokenizer's "
                           f"({tokenizer.vocab_size}); the checkpoint does not belong with this tokenizer")
@@ -340,13 +529,13 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        state = to_gpt2_state_dict(clean_state_dict(model.state_dict()), mcfg)
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        hf_config = gpt2_config(mcfg, tokenizer.eot_id)
-        atomic_write_text(tmp / "config.json", hf_config.to_json_string(use_diff=False))
+        to_hf, hf_config = {"gpt2": (to_gpt2_state_dict, gpt2_config),
+                            "llama": (to_llama_state_dict, llama_config)}[family]
+        save_file(to_hf(clean_state_dict(model.state_dict()), mcfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        atomic_write_text(tmp / "config.json", hf_config(mcfg, tokenizer.eot_id).to_json_string(use_diff=False))
         generation = {
             "bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id, "pad_token_id": tokenizer.eot_id,
-            "max_length": mcfg.block_size,  # GPT-2 has no positions past n_positions
+            "max_length": mcfg.block_size,  # GPT-2 has no positions past it, and no model saw any
             "do_sample": True, "temperature": 0.8, "top_k": 50,  # lightbrain generate's defaults
         }
         atomic_write_text(tmp / "generation_config.json", json.dumps(generation, indent=2) + "\n")
@@ -395,7 +584,7 @@ def _folder_tokenizer(folder: Path, name: str | None, vocab_size: int):
 
 
 def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torch.Tensor], Any, dict[str, Any]]:
-    """(recipe, LightBrain state dict, tokenizer, export info) from a Transformers GPT-2 folder."""
+    """(recipe, LightBrain state dict, tokenizer, export info) from a Transformers GPT-2 or Llama folder."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -405,14 +594,17 @@ def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torc
     if not config_path.is_file():
         raise ExportError(f"{folder} has no config.json, so it is not a Transformers model folder")
     hf = _read_json(config_path)
-    derived = model_config_from_gpt2(hf, str(config_path))
+    family, derived = model_config_from_hf(hf, str(config_path))
     info = _read_json(folder / EXPORT_INFO) if (folder / EXPORT_INFO).is_file() else {}
     if "config" in info:
         try:
             config = config_from_dict(info["config"])
         except ValueError as exc:
             raise ExportError(f"{folder / EXPORT_INFO}: its saved recipe is invalid: {exc}") from None
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "tie_embeddings"):
+        # GPT-2 always has biases, so only a Llama config.json tells model.bias
+        keys = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "tie_embeddings",
+                "positional", "norm", "mlp")
+        for key in keys + (("bias",) if family == "llama" else ()):
             if getattr(config.model, key) != getattr(derived, key):
                 raise ExportError(f"{folder}: config.json and {EXPORT_INFO} disagree on model.{key} "
                                   f"({getattr(derived, key)} vs {getattr(config.model, key)}); re-export the folder")
@@ -430,7 +622,8 @@ def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torc
     except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
         raise ExportError(f"{weights} is damaged or not a safetensors file ({type(exc).__name__}: {exc}); "
                           "export the model again") from None
-    state = from_gpt2_state_dict(hf_state, config.model, source=str(weights))
+    from_hf = from_gpt2_state_dict if family == "gpt2" else from_llama_state_dict
+    state = from_hf(hf_state, config.model, source=str(weights))
     tokenizer = _folder_tokenizer(folder, info.get("tokenizer", {}).get("name"), derived.vocab_size)
     if tokenizer.vocab_size != config.model.vocab_size:
         raise ExportError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
@@ -440,7 +633,7 @@ def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torc
 
 
 def import_hf(folder: str | Path, device: str | torch.device = "cpu"):
-    """(LightBrainTiny in eval mode, tokenizer) from a Transformers GPT-2 folder."""
+    """(LightBrainTiny in eval mode, tokenizer) from a Transformers GPT-2 or Llama folder."""
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
     from lightbrain.training.checkpoint import load_state_into
 
@@ -451,7 +644,7 @@ def import_hf(folder: str | Path, device: str | torch.device = "cpu"):
 
 
 def import_hf_checkpoint(folder: str | Path, out_path: str | Path, force: bool = False) -> Path:
-    """Write a LightBrain checkpoint from a Transformers GPT-2 folder."""
+    """Write a LightBrain checkpoint from a Transformers GPT-2 or Llama folder."""
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
     from lightbrain.training.checkpoint import load_state_into, save_checkpoint
 
