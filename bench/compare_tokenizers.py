@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def main() -> int:
             val = open_split(out, "validation")
             ev = evaluate_tokens(model, val.tokens, meta["splits"]["validation"]["bytes"], batch_size=32)
             row.update(val_bpb=ev["bits_per_byte"], val_loss=ev["loss"], iters=result.iter_num,
-                       tokens_seen=result.tokens_seen)
+                       tokens_seen=result.tokens_seen, params=model.get_num_params(),
+                       load_avg=round(os.getloadavg()[0], 2))
         rows[name] = row
         print(name, json.dumps(row), file=sys.stderr)
 

@@ -61,6 +61,32 @@ def test_generate_prints_text_and_disclaimer(trained):
     assert again.stdout == r.stdout  # reproducible with a seed
 
 
+def test_quantize_flag_runs_a_smaller_copy_in_eval_and_generate(trained):
+    full = json.loads(cli("eval", "--checkpoint", trained).stdout)
+    r = cli("eval", "--checkpoint", trained, "--quantize", "int8")
+    assert r.returncode == 0, r.stderr
+    small = json.loads(r.stdout)
+    assert small["quantize"] == "int8" and full["quantize"] == "none"
+    assert small["tokens"] == full["tokens"]
+    # int8 weights with bf16 activations change the score a little, not a lot
+    assert small["bits_per_byte"] != full["bits_per_byte"]
+    assert small["bits_per_byte"] == pytest.approx(full["bits_per_byte"], rel=0.02)
+    r = cli("generate", "--checkpoint", trained, "-p", "The patient", "-n", 10, "--seed", 1, "--quantize", "bf16")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("The patient") and DISCLAIMER in r.stderr
+    r = cli("generate", "--checkpoint", trained, "-p", "x", "--quantize", "int4")
+    assert r.returncode == 2 and "invalid choice: 'int4'" in r.stderr
+
+
+def test_app_from_checkpoint_serves_the_quantized_copy(trained):
+    from lightbrain.inference.quantize import Int8Linear
+    from lightbrain.inference.serve import app_from_checkpoint
+
+    app = app_from_checkpoint(trained, quantize="int8")
+    assert isinstance(app.state.worker.model.lm_head, Int8Linear)
+    assert isinstance(app_from_checkpoint(trained).state.worker.model.lm_head, torch.nn.Linear)
+
+
 def test_generate_missing_checkpoint_is_a_clear_error(tmp_path):
     r = cli("generate", "--checkpoint", tmp_path / "nope.pt", "-p", "x")
     assert r.returncode == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr

@@ -52,6 +52,35 @@ def test_resumed_run_ends_at_same_loss_as_uninterrupted(tiny_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
 
 
+def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.trainer import build_optimizer
+
+    common = dict(optimizer="muon", max_iters=30, lr_decay_iters=30, eval_interval=10)
+    cfg = tiny_config(tiny_data, tmp_path / "full", **common)
+    cfg.model.vocab_size = 300
+    model = LightBrainTiny(cfg.model)
+    adamw, muon = build_optimizer(model, cfg, torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    on_muon = {names[id(p)] for g in muon.param_groups for p in g["params"]}
+    on_adamw = {names[id(p)] for g in adamw.param_groups for p in g["params"]}
+    # Muon takes the blocks' matrices only; embeddings, norms and biases stay with AdamW
+    assert on_muon == {n for n in names.values() if n.startswith("transformer.h.") and n.endswith("weight")
+                       and ("attn.c_" in n or "mlp.c_" in n)}
+    assert on_adamw == set(names.values()) - on_muon
+
+    full = train(tiny_config(tiny_data, tmp_path / "full", **common))
+    evals = [h for h in full.history if h["kind"] == "eval"]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+    train(tiny_config(tiny_data, tmp_path / "resumed", **{**common, "max_iters": 20}))
+    resumed = train(tiny_config(tiny_data, tmp_path / "resumed", **common), resume=True)
+    assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
+    a, b = load_checkpoint(full.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    assert len(b["optimizer"]) == 2  # both optimizers' states travel with the checkpoint
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-6, rtol=0)
+
+
 def test_time_budget_stops_early(tiny_data, tmp_path):
     result = train(tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02))
     assert result.stopped_by == "time_budget" and 0 < result.iter_num < 100000

@@ -42,6 +42,12 @@ def config_from_args(args: argparse.Namespace):
     return load_config(*paths, overrides=args.overrides)
 
 
+def add_quantize_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quantize", choices=["none", "bf16", "int8"], default="none",
+                        help="run a copy of the model with bf16 or int8 weights: faster CPU decoding at a small "
+                             "cost in bits per byte (default none: the checkpoint's full precision)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightbrain", description="LightBrain: small GPT-style models for medical "
                                      "text. Research and education only; never medical advice.")

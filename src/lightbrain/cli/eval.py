@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from lightbrain.cli import add_quantize_arg
+
 TASKS = ("lm", "pubmedqa", "rouge")
 
 
@@ -27,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="score only the split's first N tokens, a quicker estimate (default: the whole split)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    add_quantize_arg(parser)
     parser.add_argument("--output", "-o", help="also write the JSON result to this file")
     parser.add_argument("--markdown", help="also write a short markdown table of the results to this file")
 
@@ -55,12 +58,14 @@ def _lm_metrics(args, model, tokenizer, ckpt) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightbrain.inference.quantize import quantize_if_asked
     from lightbrain.training.checkpoint import load_model
 
     tasks = args.task or ["lm"]
     model, tokenizer, ckpt = load_model(args.checkpoint, args.device)
     result: dict = {"checkpoint": str(args.checkpoint), "tokenizer": tokenizer.name,
-                    "parameters": model.get_num_params()}
+                    "parameters": model.get_num_params(), "quantize": args.quantize}
+    model = quantize_if_asked(model, args.quantize)
     # Bits per byte goes into every evaluation, so models with different tokenizers compare fairly.
     result.update(_lm_metrics(args, model, tokenizer, ckpt))
     benchmarks = []

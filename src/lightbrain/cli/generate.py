@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lightbrain.cli import add_quantize_arg
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="models/lightbrain_tiny_v1.0.pt", help="model checkpoint (.pt)")
@@ -16,17 +18,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     parser.add_argument("--no-stream", action="store_true", help="print each text when complete")
+    add_quantize_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from lightbrain import DISCLAIMER
     from lightbrain.inference.generate import stream_text
+    from lightbrain.inference.quantize import quantize_if_asked
     from lightbrain.training.checkpoint import load_model
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     prompts = args.prompt if args.prompt else [sys.stdin.read()]
     model, tokenizer, _ = load_model(args.checkpoint, args.device)
+    model = quantize_if_asked(model, args.quantize)
     print(f"[{DISCLAIMER}]", file=sys.stderr)
     for i, prompt in enumerate(prompts):
         if i:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lightbrain.cli import add_quantize_arg
 
 # ServeLimits field -> help; each becomes an option, e.g. --max-prompt-tokens
 LIMITS_HELP = {
@@ -31,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for key, text in LIMITS_HELP.items():
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=getattr(defaults, key),
                             help=f"{text} (default {getattr(defaults, key)})")
+    add_quantize_arg(parser)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     limits = ServeLimits(**{key: getattr(args, key) for key in LIMITS_HELP})
-    app = app_from_checkpoint(args.checkpoint, device=args.device, model_name=args.model_name, limits=limits)
+    app = app_from_checkpoint(args.checkpoint, device=args.device, model_name=args.model_name, limits=limits,
+                              quantize=args.quantize)
     serve(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

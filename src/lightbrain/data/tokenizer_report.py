@@ -35,13 +35,16 @@ def markdown_report(rows: dict[str, dict[str, float]], splits: dict[str, dict[st
     """A markdown table per tokenizer and the pieces of each term."""
     names = list(rows)
     has_bpb = any("val_bpb" in r for r in rows.values())
-    lines = ["| tokenizer | vocab | tokens/word | bytes/token |" + (" val bpb |" if has_bpb else ""),
-             "| --- | --- | --- | --- |" + (" --- |" if has_bpb else "")]
+    header = "| tokenizer | vocab | tokens/word | bytes/token |"
+    if has_bpb:  # training columns: what the same budget bought with each tokenizer
+        header += " parameters | steps | tokens seen | val bpb |"
+    lines = [header, "| --- " * header.count(" |") + "|"]
     for name in names:
         r = rows[name]
         line = f"| {name} | {r['vocab_size']:,} | {r['tokens_per_word']:.3f} | {r['bytes_per_token']:.3f} |"
         if has_bpb:
-            line += f" {r['val_bpb']:.4f} |" if "val_bpb" in r else " - |"
+            line += (f" {r['params'] / 1e6:.2f}M | {r['iters']:,} | {r['tokens_seen'] / 1e6:.2f}M | {r['val_bpb']:.4f} |"
+                     if "val_bpb" in r else " - | - | - | - |")
         lines.append(line)
     lines += ["", "| term | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     terms = next(iter(splits.values())).keys() if splits else []

@@ -82,6 +82,11 @@ class Int8Embedding(nn.Module):
         return self.qweight[idx].to(self.scale.dtype) * self.scale[idx].unsqueeze(-1)
 
 
+def quantize_if_asked(model: nn.Module, mode: str | None) -> nn.Module:
+    """`model` itself for None or "none" (the CLI's default), else `quantize_for_inference(model, mode)`."""
+    return model if mode in (None, "none") else quantize_for_inference(model, mode)
+
+
 def quantize_for_inference(model: nn.Module, mode: str = "int8") -> nn.Module:
     """An eval-mode copy of `model` with smaller weights, for generation and evaluation only.
 

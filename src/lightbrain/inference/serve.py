@@ -549,10 +549,13 @@ async def _collect(job: Job, meta: dict, request) -> dict:
 # Running it.
 
 def app_from_checkpoint(path: str | Path, device: str = "cpu", model_name: str | None = None,
-                        limits: ServeLimits | None = None):
+                        limits: ServeLimits | None = None, quantize: str | None = None):
+    """An app serving the checkpoint at `path`; quantize "bf16" or "int8" serves a smaller-weight copy."""
+    from lightbrain.inference.quantize import quantize_if_asked
     from lightbrain.training.checkpoint import load_model
 
     model, tokenizer, _ = load_model(path, device)
+    model = quantize_if_asked(model, quantize)
     return create_app(model, tokenizer, model_name=model_name or "lightbrain-tiny", limits=limits)
 
 
