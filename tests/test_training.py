@@ -81,6 +81,34 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-6, rtol=0)
 
 
+def test_compiled_training_matches_eager_and_saves_plain_weights(tiny_data, tmp_path):
+    common = dict(max_iters=12, lr_decay_iters=12, eval_interval=12)
+    eager = train(tiny_config(tiny_data, tmp_path / "eager", **common))
+    compiled = train(tiny_config(tiny_data, tmp_path / "compiled", compile="true", **common))
+    # the same steps, up to the compiler's reordering of float sums
+    assert compiled.final_val_loss == pytest.approx(eager.final_val_loss, rel=1e-3)
+    state = load_checkpoint(compiled.best_checkpoint)["model"]
+    assert not any("_orig_mod" in key for key in state)  # the compile wrapper's prefix never reaches the file
+    model, _, _ = load_model(compiled.best_checkpoint)
+    assert type(model).__name__ == "LightBrainTiny"
+
+
+def test_compile_without_a_cpu_compiler_trains_eagerly_with_a_warning(tiny_data, tmp_path, monkeypatch):
+    import shutil
+
+    from lightbrain.training import utils
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "no C++ compiler" in utils.compile_unavailable(torch.device("cpu"))
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or model)
+    result = train(tiny_config(tiny_data, tmp_path, compile="true", max_iters=3, eval_interval=3))
+    assert result.iter_num == 3 and not compiled
+    logged = (tmp_path / "logs" / "training.log").read_text()
+    assert "WARNING train.compile=true ignored" in logged and "no C++ compiler" in logged
+
+
 def test_time_budget_stops_early(tiny_data, tmp_path):
     result = train(tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02))
     assert result.stopped_by == "time_budget" and 0 < result.iter_num < 100000

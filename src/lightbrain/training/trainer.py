@@ -29,7 +29,8 @@ from lightbrain.data.token_files import open_split, read_meta
 from lightbrain.data.tokenizers import load_data_tokenizer
 from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
-from lightbrain.training.utils import autocast_context, estimate_loss, get_lr, pick_device, pick_dtype
+from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, pick_device,
+                                      pick_dtype)
 
 log = logging.getLogger("lightbrain.train")
 
@@ -278,7 +279,11 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
 
     raw_model = model
     if t.compile:
-        model = torch.compile(model)
+        unavailable = compile_unavailable(device)
+        if unavailable:
+            log.warning("train.compile=true ignored, training without compiling: %s", unavailable)
+        else:
+            model = torch.compile(model)
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

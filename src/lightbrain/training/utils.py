@@ -4,7 +4,10 @@ schedule, device and precision choice."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
+import os
+import shutil
 
 import numpy as np
 import torch
@@ -88,6 +91,18 @@ def pick_device(requested: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot work here, or None. Its default backend builds C++ kernels on a CPU and
+    Triton kernels on a GPU; without those tools it fails only at the first step, deep in a traceback."""
+    if device.type == "cpu":
+        compilers = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(c) for c in compilers):
+            return f"no C++ compiler found ({', '.join(compilers)}), which it needs on a CPU"
+    elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "the triton package, which it needs on a GPU, is not installed"
+    return None
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
