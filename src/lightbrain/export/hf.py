@@ -348,13 +348,20 @@ def model_config_from_llama(hf: dict[str, Any], source: str) -> ModelConfig:
     )
 
 
+# Each family's converters, keyed as Transformers' model_type: (weights to HF, weights from HF,
+# config to HF, config from HF). Export and import both look the family up here.
+CONVERTERS = {
+    "gpt2": (to_gpt2_state_dict, from_gpt2_state_dict, gpt2_config, model_config_from_gpt2),
+    "llama": (to_llama_state_dict, from_llama_state_dict, llama_config, model_config_from_llama),
+}
+
+
 def model_config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, ModelConfig]:
     """(family, ModelConfig) from a config.json of either family."""
     family = hf.get("model_type")
-    if family == "gpt2":
-        return family, model_config_from_gpt2(hf, source)
-    if family == "llama":
-        return family, model_config_from_llama(hf, source)
+    if family in CONVERTERS:
+        *_, config_from_hf = CONVERTERS[family]
+        return family, config_from_hf(hf, source)
     raise ExportError(f"{source}: model_type is {family!r}; only GPT-2 ('gpt2') and Llama ('llama') folders "
                       "can be imported")
 
@@ -529,8 +536,7 @@ def export_model_hf(model: torch.nn.Module, tokenizer, out_dir: str | Path, *, c
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        to_hf, hf_config = {"gpt2": (to_gpt2_state_dict, gpt2_config),
-                            "llama": (to_llama_state_dict, llama_config)}[family]
+        to_hf, _, hf_config, _ = CONVERTERS[family]
         save_file(to_hf(clean_state_dict(model.state_dict()), mcfg), str(tmp / WEIGHTS), metadata={"format": "pt"})
         atomic_write_text(tmp / "config.json", hf_config(mcfg, tokenizer.eot_id).to_json_string(use_diff=False))
         generation = {
@@ -622,7 +628,7 @@ def read_hf_folder(folder: str | Path) -> tuple[LightBrainConfig, dict[str, torc
     except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
         raise ExportError(f"{weights} is damaged or not a safetensors file ({type(exc).__name__}: {exc}); "
                           "export the model again") from None
-    from_hf = from_gpt2_state_dict if family == "gpt2" else from_llama_state_dict
+    _, from_hf, _, _ = CONVERTERS[family]
     state = from_hf(hf_state, config.model, source=str(weights))
     tokenizer = _folder_tokenizer(folder, info.get("tokenizer", {}).get("name"), derived.vocab_size)
     if tokenizer.vocab_size != config.model.vocab_size:
