@@ -69,6 +69,12 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
                        and ("attn.c_" in n or "mlp.c_" in n)}
     assert on_adamw == set(names.values()) - on_muon
 
+    # muon_lr_scale sets Muon's share of the schedule at every step, AdamW keeps the schedule itself
+    scaled = train(tiny_config(tiny_data, tmp_path / "scaled", **{**common, "max_iters": 3, "muon_lr_scale": 0.5}))
+    state = load_checkpoint(scaled.last_checkpoint)["optimizer"]
+    adamw_lr, muon_lr = state[0]["param_groups"][0]["lr"], state[1]["param_groups"][0]["lr"]
+    assert adamw_lr > 0 and muon_lr == pytest.approx(0.5 * adamw_lr)
+
     full = train(tiny_config(tiny_data, tmp_path / "full", **common))
     evals = [h for h in full.history if h["kind"] == "eval"]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0

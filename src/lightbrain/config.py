@@ -103,6 +103,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 0.5
     optimizer: str = "adamw"  # adamw | muon (Muon for 2-D hidden weights, AdamW for the rest)
+    muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -135,6 +136,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.muon_lr_scale > 0:
+            raise ConfigError(f"train.muon_lr_scale must be positive, got {self.muon_lr_scale}")
         if not 0 < self.decay_fraction <= 1:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))

@@ -200,7 +200,8 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
             [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
             lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
-        muon = torch.optim.Muon(hidden, lr=t.learning_rate, weight_decay=t.weight_decay, adjust_lr_fn="match_rms_adamw")
+        muon = torch.optim.Muon(hidden, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
+                                adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
     return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
 
@@ -244,6 +245,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     ctx = autocast_context(device, dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizers = build_optimizer(model, config, device)
+    lr_scales = [1.0, t.muon_lr_scale] if t.optimizer == "muon" else [1.0]  # build_optimizer's order: AdamW, Muon
     sampler = BatchSampler(train_data, block, t.batch_size, seed=t.seed, rank=ddp.rank, world_size=ddp.world_size)
     if sampler.overlapping and ddp.is_main:
         log.warning("the train split holds %d windows of %d tokens, fewer than one batch of %d x %d processes: "
@@ -401,9 +403,9 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
 
             t0 = time.perf_counter()
             lr = get_lr(iter_num, t, time_fraction)
-            for opt in optimizers:
+            for opt, scale in zip(optimizers, lr_scales):
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * scale
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
                 x, y = sampler.next_batch(device)
