@@ -63,6 +63,9 @@ def test_wrong_type_names_key(tmp_path):
     ("model.n_head=5", "divisible"),
     ("train.dtype=fp17", "dtype must be one of"),
     ("train.batch_size=0", "batch_size must be at least 1"),
+    ("model.logit_softcap=-1", "logit_softcap must be 0"),
+    ("train.ema_decay=1", "ema_decay must be in"),
+    ("model.logit_softcap=.nan", "logit_softcap must be 0"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):

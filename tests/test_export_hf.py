@@ -191,6 +191,8 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     ({**LLAMA, "norm": "layernorm"}, ["model.norm=layernorm"]),  # rope with LayerNorm
     ({**LLAMA, "mlp": "relu2"}, ["model.mlp=relu2"]),
     ({**LLAMA, "qk_norm": True}, ["model.qk_norm"]),
+    ({**LLAMA, "logit_softcap": 15.0}, ["model.logit_softcap=15.0"]),
+    ({"logit_softcap": 15.0}, ["model.logit_softcap=15.0"]),
     ({"positional": "rope", "mlp": "relu2"}, ["model.positional=rope", "model.norm=layernorm", "model.mlp=relu2"]),
 ])
 def test_refuses_mixed_architectures(tmp_path, bpe, capsys, options, named):

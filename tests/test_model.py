@@ -9,6 +9,7 @@ VARIANTS = [
     {},
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, bias=False, tie_embeddings=False),
     dict(mlp="relu2"),
+    dict(logit_softcap=2.0),
 ]
 
 
@@ -64,6 +65,20 @@ def test_loss_matches_manual_cross_entropy_and_ignores_minus_one():
     mask = y != -1
     manual = torch.nn.functional.cross_entropy(logits[mask], y[mask])
     torch.testing.assert_close(loss, manual)
+
+
+def test_logit_softcap_bounds_logits_and_the_loss_uses_them():
+    plain, capped = tiny_model(), tiny_model(logit_softcap=0.5)
+    capped.load_state_dict(plain.state_dict())  # same weights: only the cap differs
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.randint(0, 97, (2, 8))
+    raw, _ = plain(x, y)
+    logits, loss = capped(x, y)
+    assert logits.abs().max() < 0.5
+    torch.testing.assert_close(logits, 0.5 * torch.tanh(raw / 0.5))
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.view(-1, 97), y.view(-1)))
+    last, _ = capped(x, last_only=True)  # the generation path caps too
+    torch.testing.assert_close(last, logits[:, -1:])
 
 
 def test_overfits_a_tiny_batch():

@@ -87,6 +87,58 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-6, rtol=0)
 
 
+def test_weight_average_is_a_running_mean_then_an_ema_and_swaps_back():
+    from lightbrain.training.weight_average import WeightAverage
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    average = WeightAverage(layer, decay=0.8)
+    means = []
+    for value in (4.0, 8.0, 2.0, 6.0, 10.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update()
+        means.append(average.average[0][0, 0].item())
+    # the first 1 / (1 - 0.8) = 5 weights (the initial 0 and four steps) are averaged plainly, then EMA 0.8
+    assert means[:4] == pytest.approx([2.0, 4.0, 3.5, 4.0])
+    assert means[4] == pytest.approx(0.8 * 4.0 + 0.2 * 10.0)
+    with average.swapped_in():
+        assert layer.weight[0, 0].item() == pytest.approx(5.2)
+    assert layer.weight[0, 0].item() == 10.0
+
+
+def test_weight_average_is_evaluated_saved_and_resumed_exactly(tiny_data, tmp_path):
+    from lightbrain.data.token_files import open_split
+    from lightbrain.training.utils import estimate_loss
+
+    common = dict(ema_decay=0.9, max_iters=30, lr_decay_iters=30, eval_interval=10)
+    full = train(tiny_config(tiny_data, tmp_path / "full", **common))
+    plain = train(tiny_config(tiny_data, tmp_path / "plain", **{**common, "ema_decay": 0.0}))
+    assert full.final_val_loss != plain.final_val_loss  # the average, not the trained weights, was measured
+    ckpt = load_checkpoint(full.last_checkpoint)
+    trained = ckpt["weight_average"]["weights"]
+    assert ckpt["weight_average"]["steps"] == 30
+    # the plain run's weights are the EMA run's trained weights: the average changes nothing in training
+    for a, b in zip(trained, load_model(plain.last_checkpoint)[0].parameters()):
+        torch.testing.assert_close(a, b.detach(), atol=1e-6, rtol=0)
+    model = load_model(full.last_checkpoint)[0]  # the saved model is the one evaluation measured
+    assert any(not torch.equal(p.detach(), w) for p, w in zip(model.parameters(), trained))
+    t = tiny_config(tiny_data, tmp_path / "full", **common).train
+    losses = estimate_loss(model, open_split(tiny_data, "train"), open_split(tiny_data, "validation"),
+                           t.eval_iters, t.batch_size, seed=t.seed + 30)
+    assert losses["val"] == pytest.approx(full.final_val_loss, abs=1e-6)
+
+    train(tiny_config(tiny_data, tmp_path / "resumed", **{**common, "max_iters": 20}))
+    resumed = train(tiny_config(tiny_data, tmp_path / "resumed", **common), resume=True)
+    assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
+    again = load_checkpoint(resumed.last_checkpoint)
+    for key in ckpt["model"]:
+        torch.testing.assert_close(ckpt["model"][key], again["model"][key], atol=1e-6, rtol=0)
+    for a, b in zip(trained, again["weight_average"]["weights"]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
 def test_compiled_training_matches_eager_and_saves_plain_weights(tiny_data, tmp_path):
     common = dict(max_iters=12, lr_decay_iters=12, eval_interval=12)
     eager = train(tiny_config(tiny_data, tmp_path / "eager", **common))

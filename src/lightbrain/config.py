@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class ModelConfig:
     mlp: str = "gelu"  # gelu | swiglu | relu2
     qk_norm: bool = False
     tie_embeddings: bool = True
+    logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 leaves them as they are
 
     def validate(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:
@@ -53,6 +55,8 @@ class ModelConfig:
         _check_choice("model.positional", self.positional, ("learned", "rope"))
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
         _check_choice("model.mlp", self.mlp, ("gelu", "swiglu", "relu2"))
+        if not (self.logit_softcap >= 0.0 and math.isfinite(self.logit_softcap)):
+            raise ConfigError(f"model.logit_softcap must be 0 (off) or a positive number, got {self.logit_softcap}")
         if self.positional == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError("model.positional=rope needs an even head size (n_embd / n_head)")
 
@@ -104,6 +108,8 @@ class TrainConfig:
     grad_clip: float = 0.5
     optimizer: str = "adamw"  # adamw | muon (Muon for 2-D hidden weights, AdamW for the rest)
     muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
+    # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
+    ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -138,6 +144,8 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not self.muon_lr_scale > 0:
             raise ConfigError(f"train.muon_lr_scale must be positive, got {self.muon_lr_scale}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 turns the average off), got {self.ema_decay}")
         if not 0 < self.decay_fraction <= 1:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))

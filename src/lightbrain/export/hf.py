@@ -6,7 +6,7 @@ Two LightBrain architectures are exactly a Transformers class, so a checkpoint b
   seed (learned positions, LayerNorm, GELU)      -> GPT2LMHeadModel
   speedrun (rotary positions, RMSNorm, SwiGLU)   -> LlamaForCausalLM
 
-Both with or without biases and tied embeddings, never with qk_norm; any other mix is refused,
+Both with or without biases and tied embeddings, never with qk_norm or a logit softcap; any other mix is refused,
 naming the options that do not fit. The folder holds:
 
   config.json             GPT2Config or LlamaConfig with the model's sizes, eps 1e-5, tying
@@ -58,7 +58,7 @@ def _require_transformers():
     return transformers
 
 
-# The options that decide the family; qk_norm must be off in both, bias and tying may be anything.
+# The options that decide the family; qk_norm and logit_softcap must be off in both, bias and tying may be anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -66,7 +66,7 @@ FAMILIES = {
 FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
-              "both with qk_norm=false")
+              "both with qk_norm=false and logit_softcap=0")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
 
 
@@ -78,14 +78,17 @@ def export_family(config: ModelConfig) -> str:
     gaps = {family: [f"model.{key}={getattr(config, key)} ({FAMILY_NAMES[family]} needs {value})"
                      for key, value in wanted.items() if getattr(config, key) != value]
             for family, wanted in FAMILIES.items()}
-    if not config.qk_norm:
+    extras = []  # options neither family has
+    if config.qk_norm:
+        extras.append("model.qk_norm=true (neither GPT-2 nor Llama has a query/key norm)")
+    if config.logit_softcap:
+        extras.append(f"model.logit_softcap={config.logit_softcap} (neither GPT-2 nor Llama caps its logits)")
+    if not extras:
         for family, gap in gaps.items():
             if not gap:
                 return family
     nearest = min(len(gap) for gap in gaps.values())
-    problems = [problem for gap in gaps.values() if len(gap) == nearest for problem in gap]
-    if config.qk_norm:
-        problems.append("model.qk_norm=true (neither GPT-2 nor Llama has a query/key norm)")
+    problems = [problem for gap in gaps.values() if len(gap) == nearest for problem in gap] + extras
     raise ExportError(
         "this model cannot be exported to Transformers because of " + "; ".join(problems)
         + f". Two combinations are exportable: {EXPORTABLE}; model.bias and model.tie_embeddings may take "

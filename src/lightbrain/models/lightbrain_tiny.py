@@ -5,8 +5,9 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 -> logits over the vocabulary.
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
-LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`
-and `tie_embeddings` exist for the CPU speedrun preset and change nothing when left at their defaults.
+LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
+`tie_embeddings` and `logit_softcap` exist for the CPU speedrun preset and change nothing when left at
+their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
@@ -260,12 +261,17 @@ class LightBrainTiny(nn.Module):
         x = self.transformer.ln_f(x)  # (B, T, C)
 
         if targets is not None:
-            logits = self.lm_head(x)  # (B, T, vocab)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            logits = self.softcap(self.lm_head(x).float())  # (B, T, vocab), in fp32 for the loss
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
             return logits, loss
         if last_only:
             x = x[:, -1:, :]  # only the next token's distribution is needed
-        return self.lm_head(x), None
+        return self.softcap(self.lm_head(x)), None
+
+    def softcap(self, logits: torch.Tensor) -> torch.Tensor:
+        # a smooth bound on the logits' size, cap * tanh(logits / cap): no token's score can run away early
+        cap = self.config.logit_softcap
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
 
     def configure_optimizer(self, weight_decay: float, learning_rate: float, betas: tuple[float, float],
                             device_type: str) -> torch.optim.Optimizer:

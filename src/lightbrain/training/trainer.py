@@ -31,6 +31,7 @@ from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
 from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, pick_device,
                                       pick_dtype)
+from lightbrain.training.weight_average import WeightAverage, restore_trained_weights
 
 log = logging.getLogger("lightbrain.train")
 
@@ -245,6 +246,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     ctx = autocast_context(device, dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizers = build_optimizer(model, config, device)
+    average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None
     lr_scales = [1.0, t.muon_lr_scale] if t.optimizer == "muon" else [1.0]  # build_optimizer's order: AdamW, Muon
     sampler = BatchSampler(train_data, block, t.batch_size, seed=t.seed, rank=ddp.rank, world_size=ddp.world_size)
     if sampler.overlapping and ddp.is_main:
@@ -266,6 +268,13 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                     f"{tokenizer.fingerprint()[:12]}): resume on the data it was trained on, or start a new run "
                     "in another train.out_dir")
             load_state_into(model, ckpt["model"], source=str(last_path))
+            try:  # with a weight average, "model" holds the average and the trained weights are kept beside it
+                if average is not None:
+                    average.load_state_dict(ckpt.get("weight_average"))
+                elif ckpt.get("weight_average") is not None:
+                    restore_trained_weights(list(model.parameters()), ckpt["weight_average"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TrainingError(f"{last_path}: its weight_average does not fit this model ({exc})") from None
             for opt, state in zip(optimizers, ckpt["optimizer"]):
                 opt.load_state_dict(state)
             if "scaler" in ckpt:
@@ -309,18 +318,24 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 "train.dtype=float32 or train.grad_clip > 0, then resume")
         if not ddp.is_main:
             return
-        common = dict(model=raw_model, config=config, tokenizer=tokenizer.to_dict(), iter_num=iter_num,
-                      best_val_loss=best_val_loss, metrics=metrics_now)
-        if kind == "best":
-            save_checkpoint(best_path, **common)
-        else:
+        state = {}
+        if kind == "last":
             state = {"optimizer": [o.state_dict() for o in optimizers], "scaler": scaler.state_dict(),
                      "train_seconds": train_seconds, **_rng_state(sampler)}
-            save_checkpoint(last_path, training_state=state, **common)
+            if average is not None:
+                state["weight_average"] = average.state_dict()  # the trained weights, to resume from
+        with averaged_weights():  # what evaluation measured is what gets saved
+            save_checkpoint(best_path if kind == "best" else last_path, model=raw_model, config=config,
+                            tokenizer=tokenizer.to_dict(), iter_num=iter_num, best_val_loss=best_val_loss,
+                            metrics=metrics_now, training_state=state or None)
+
+    def averaged_weights():
+        return average.swapped_in() if average is not None else nullcontext()
 
     def evaluate() -> dict[str, float]:
-        losses = estimate_loss(raw_model, train_data, val_data, t.eval_iters, t.batch_size, block, device, ctx,
-                               seed=t.seed + iter_num)
+        with averaged_weights():
+            losses = estimate_loss(raw_model, train_data, val_data, t.eval_iters, t.batch_size, block, device, ctx,
+                                   seed=t.seed + iter_num)
         val_bytes = meta["splits"]["validation"].get("bytes") or 0
         val_tokens = meta["splits"]["validation"].get("tokens") or 0
         out = {"train_loss": losses["train"], "val_loss": losses["val"]}
@@ -440,6 +455,8 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             scaler.update()
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
+            if average is not None:
+                average.update()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
