@@ -306,6 +306,9 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
         log.info("device %s, dtype %s, %d process(es), %d tokens per optimizer step", device, dtype,
                  ddp.world_size, tokens_per_step)
 
+    def averaged_weights():
+        return average.swapped_in() if average is not None else nullcontext()
+
     def save(kind: str, metrics_now: dict[str, Any]) -> None:
         if iter_num == 0:
             # Nothing trained yet: the seed recreates these weights, and writing them would replace the
@@ -328,9 +331,6 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             save_checkpoint(best_path if kind == "best" else last_path, model=raw_model, config=config,
                             tokenizer=tokenizer.to_dict(), iter_num=iter_num, best_val_loss=best_val_loss,
                             metrics=metrics_now, training_state=state or None)
-
-    def averaged_weights():
-        return average.swapped_in() if average is not None else nullcontext()
 
     def evaluate() -> dict[str, float]:
         with averaged_weights():

@@ -46,7 +46,7 @@ class WeightAverage:
 
     def state_dict(self) -> dict[str, Any]:
         """What resuming needs beside a checkpoint whose `model` holds the average: the trained weights."""
-        return {"decay": self.decay, "steps": self.steps, "weights": [p.detach().clone() for p in self.params]}
+        return {"steps": self.steps, "weights": [p.detach().clone() for p in self.params]}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Call with the model holding a checkpoint's weights: they become the average. With `state` (saved
