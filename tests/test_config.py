@@ -66,6 +66,7 @@ def test_wrong_type_names_key(tmp_path):
     ("model.logit_softcap=-1", "logit_softcap must be 0"),
     ("train.ema_decay=1", "ema_decay must be in"),
     ("model.logit_softcap=.nan", "logit_softcap must be 0"),
+    ("model.attention=flash", "model.attention must be one of"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -10,6 +10,8 @@ VARIANTS = [
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True, bias=False, tie_embeddings=False),
     dict(mlp="relu2"),
     dict(logit_softcap=2.0),
+    dict(attention="matmul"),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention="matmul"),
 ]
 
 
@@ -54,6 +56,35 @@ def test_kv_cache_decoding_matches_full_forward(kw):
     pieces = [model(x[:, :5], kv_cache=cache)[0], model(x[:, 5:8], kv_cache=cache)[0]]  # prefill, then a chunk
     pieces += [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(8, 16)]  # one token at a time
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(positional="rope", norm="rmsnorm", mlp="swiglu", qk_norm=True)])
+def test_matmul_attention_computes_what_sdpa_computes(kw):
+    sdpa, matmul = tiny_model(**kw).train(), tiny_model(attention="matmul", **kw).train()
+    x, y = torch.randint(0, 97, (3, 16)), torch.randint(0, 97, (3, 16))
+    logits_a, loss_a = sdpa(x, y)
+    logits_b, loss_b = matmul(x, y)
+    torch.testing.assert_close(logits_b, logits_a, atol=1e-5, rtol=1e-5)
+    loss_a.backward()
+    loss_b.backward()
+    for (name, a), b in zip(sdpa.named_parameters(), matmul.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the speedrun's setting: close at bf16's precision
+        torch.testing.assert_close(matmul(x, y)[1], sdpa(x, y)[1], atol=0.05, rtol=0.02)
+
+
+def test_matmul_attention_with_dropout_stays_causal():
+    model = tiny_model(attention="matmul", dropout=0.5).train()
+    x = torch.randint(0, 97, (2, 16))
+    y = x.clone()
+    y[:, 9:] = torch.randint(0, 97, (2, 7))
+    torch.manual_seed(1)
+    a, _ = model(x)
+    torch.manual_seed(1)  # the same dropout masks for both inputs
+    b, _ = model(y)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    torch.manual_seed(2)
+    assert not torch.allclose(model(x)[0], a)  # dropout does act
 
 
 def test_loss_matches_manual_cross_entropy_and_ignores_minus_one():

@@ -97,6 +97,19 @@ class KVCache:
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
 
+def attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """Causal attention written out: softmax(q k^T / sqrt(head_dim), future masked) v, as SDPA computes it.
+    On CPU in bf16 at this model's short context these plain matmuls run faster than PyTorch's CPU
+    flash-attention kernel (docs/experiments.md); model.attention=matmul picks them."""
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")).float(), dim=-1).to(v.dtype)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    return weights @ v  # (B, nh, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
@@ -109,6 +122,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
+        self.by_matmul = config.attention == "matmul"
         if config.qk_norm:
             self.q_norm = RMSNorm(self.head_dim)
             self.k_norm = RMSNorm(self.head_dim)
@@ -131,7 +145,9 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, past + T, hs)
 
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
+        if past == 0 and self.by_matmul:
+            y = attention_by_matmul(q, k, v, dropout_p)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # one new token sees everything
