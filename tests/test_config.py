@@ -67,6 +67,7 @@ def test_wrong_type_names_key(tmp_path):
     ("train.ema_decay=1", "ema_decay must be in"),
     ("model.logit_softcap=.nan", "logit_softcap must be 0"),
     ("model.attention=flash", "model.attention must be one of"),
+    ("train.muon_ns_steps=0", "muon_ns_steps must be from 1 to 99"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -68,6 +68,23 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     assert on_muon == {n for n in names.values() if n.startswith("transformer.h.") and n.endswith("weight")
                        and ("attn.c_" in n or "mlp.c_" in n)}
     assert on_adamw == set(names.values()) - on_muon
+    assert muon.param_groups[0]["ns_steps"] == 5
+
+    # muon_ns_steps reaches Muon, and the number of iterations changes the update it makes
+    steps = {}
+    for ns in (1, 5):
+        torch.manual_seed(0)
+        model = LightBrainTiny(cfg.model)
+        cfg.train.muon_ns_steps = ns
+        muon = build_optimizer(model, cfg, torch.device("cpu"))[1]
+        assert muon.param_groups[0]["ns_steps"] == ns
+        weight = model.transformer.h[0].attn.c_proj.weight
+        before = weight.detach().clone()
+        weight.grad = torch.linspace(-1, 1, weight.numel()).reshape(weight.shape).sin()
+        muon.step()
+        steps[ns] = weight.detach() - before
+    assert not torch.allclose(steps[1], steps[5])
+    cfg.train.muon_ns_steps = 5
 
     # muon_lr_scale sets Muon's share of the schedule at every step, AdamW keeps the schedule itself
     scaled = train(tiny_config(tiny_data, tmp_path / "scaled", **{**common, "max_iters": 3, "muon_lr_scale": 0.5}))

@@ -111,6 +111,7 @@ class TrainConfig:
     grad_clip: float = 0.5
     optimizer: str = "adamw"  # adamw | muon (Muon for 2-D hidden weights, AdamW for the rest)
     muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
+    muon_ns_steps: int = 5  # with muon: Newton-Schulz iterations that orthogonalise each update (PyTorch's default)
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
@@ -147,6 +148,8 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not self.muon_lr_scale > 0:
             raise ConfigError(f"train.muon_lr_scale must be positive, got {self.muon_lr_scale}")
+        if not 1 <= self.muon_ns_steps < 100:  # torch.optim.Muon refuses 100 or more
+            raise ConfigError(f"train.muon_ns_steps must be from 1 to 99, got {self.muon_ns_steps}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 turns the average off), got {self.ema_decay}")
         if not 0 < self.decay_fraction <= 1:

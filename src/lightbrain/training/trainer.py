@@ -202,7 +202,7 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
             lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
         muon = torch.optim.Muon(hidden, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
+                                ns_steps=t.muon_ns_steps, adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
     return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
 
