@@ -52,6 +52,18 @@ def test_resumed_run_ends_at_same_loss_as_uninterrupted(tiny_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
 
 
+def test_every_evaluation_scores_the_same_windows(tiny_data, tmp_path):
+    # At a learning rate too small to move the weights, every estimate sees the same model, so equal
+    # estimates mean equal windows: the best checkpoint is then chosen on the same text each time.
+    result = train(tiny_config(tiny_data, tmp_path, max_iters=12, eval_interval=4, eval_iters=3,
+                               learning_rate=1e-12, min_lr=0, warmup_iters=0))
+    evals = [h for h in result.history if h["kind"] == "eval"]
+    assert [h["iter"] for h in evals] == [0, 4, 8, 12]
+    for h in evals[1:]:
+        assert h["val_loss"] == pytest.approx(evals[0]["val_loss"], abs=1e-5)
+        assert h["train_loss"] == pytest.approx(evals[0]["train_loss"], abs=1e-5)
+
+
 def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
     from lightbrain.training.trainer import build_optimizer

@@ -334,8 +334,11 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
 
     def evaluate() -> dict[str, float]:
         with averaged_weights():
+            # The same windows at every evaluation: choosing the best checkpoint then compares checkpoints on the
+            # same text. Fresh windows each time added sampling noise that often outweighed the last few hundred
+            # steps' progress, so a run's final weights lost to an earlier checkpoint's luckier sample.
             losses = estimate_loss(raw_model, train_data, val_data, t.eval_iters, t.batch_size, block, device, ctx,
-                                   seed=t.seed + iter_num)
+                                   seed=t.seed)
         val_bytes = meta["splits"]["validation"].get("bytes") or 0
         val_tokens = meta["splits"]["validation"].get("tokens") or 0
         out = {"train_loss": losses["train"], "val_loss": losses["val"]}
