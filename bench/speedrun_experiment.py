@@ -27,7 +27,7 @@ def main() -> int:
 
     from lightbrain.config import load_config
     from lightbrain.data.token_files import open_split, read_meta
-    from lightbrain.evaluation.language_modeling import evaluate_tokens
+    from lightbrain.evaluation.language_modeling import evaluate_tokens, source_segments
     from lightbrain.training.checkpoint import load_model
     from lightbrain.training.trainer import train
 
@@ -43,12 +43,14 @@ def main() -> int:
     data_dir = cfg.data_dir
     meta = read_meta(data_dir)
     ev = evaluate_tokens(model, open_split(data_dir, "validation").tokens, meta["splits"]["validation"]["bytes"],
-                         batch_size=64)
+                         batch_size=64, segments=source_segments(meta["splits"]["validation"]))
     row = {"name": args.name, "overrides": args.overrides, "config": Path(args.config).name,
            "tokenizer": f"{meta['tokenizer']['name']} {meta['vocab_size']}", "params": model.get_num_params(),
            "iters": result.iter_num, "tokens_seen": result.tokens_seen, "train_seconds": round(result.train_seconds, 1),
            "wall_seconds": round(wall, 1), "val_loss": round(ev["loss"], 4), "val_bpb": round(ev["bits_per_byte"], 4),
-           "val_ppl": round(ev["perplexity"], 2), "load_avg_before": round(load_before, 2),
+           "val_ppl": round(ev["perplexity"], 2),
+           "val_bpb_by_source": {k: round(v["bits_per_byte"], 4) for k, v in ev.get("by_source", {}).items()},
+           "load_avg_before": round(load_before, 2),
            "load_avg_after": round(os.getloadavg()[0], 2)}
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     with open(Path(args.runs) / "experiments.jsonl", "a", encoding="utf-8") as f:

@@ -31,6 +31,12 @@ def test_every_shipped_recipe_loads(name):
         load_config(CONFIGS / name)
 
 
+def test_train_repeats_override_is_a_mapping():
+    cfg = load_config(CONFIGS / "cpu_speedrun.yaml", overrides=["data.train_repeats={pubmedqa: 4, mts_dialog: 2}"])
+    assert cfg.data.train_repeats == {"pubmedqa": 4, "mts_dialog": 2}
+    assert load_config(CONFIGS / "tiny_cpu.yaml").data.train_repeats == {}
+
+
 def test_overrides_parse_types():
     cfg = load_config(CONFIGS / "tiny_cpu.yaml", overrides=["train.learning_rate=3e-4", "model.n_layer=2",
                                                             "train.compile=true", "model.vocab_size=null"])
@@ -68,6 +74,11 @@ def test_wrong_type_names_key(tmp_path):
     ("model.logit_softcap=.nan", "logit_softcap must be 0"),
     ("model.attention=flash", "model.attention must be one of"),
     ("train.muon_ns_steps=0", "muon_ns_steps must be from 1 to 99"),
+    ("data.train_repeats=4", "train_repeats must be a mapping"),
+    ("data.train_repeats={pubmedq: 4}", "unknown source type 'pubmedq'.*'pubmedqa'"),
+    ("data.train_repeats={folder: 2}", "unknown source type 'folder'"),
+    ("data.train_repeats={pubmedqa: 0}", "train_repeats.pubmedqa must be a whole number"),
+    ("data.train_repeats={pubmedqa: 1.5}", "train_repeats.pubmedqa must be a whole number"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -20,7 +20,7 @@ from lightbrain.data.tokenizers import load_data_tokenizer
 from test_data_sources import MTS_CSV, write_medquad, write_pubmedqa
 
 META_KEYS = {"format_version", "tokenizer", "tokenizer_fingerprint", "vocab_size", "dtype", "eot_id", "splits",
-             "sources", "split_rule", "validation_one_in", "input_hash"}
+             "sources", "split_rule", "validation_one_in", "train_repeats", "input_hash"}
 
 
 def to_validation(key: str, one_in: int = 20) -> bool:
@@ -149,12 +149,13 @@ def test_uint32_when_the_vocabulary_exceeds_uint16(tmp_path):
         def encode_batch(self, texts, num_threads=1):
             return [[65_536 + len(t), 7] for t in texts]
 
-    splits = {"train": [Document("ab", "ab"), Document("c", "c")], "validation": [Document("d", "d")]}
+    segments = {"train": [("txt", ["ab", "c"])], "validation": [("txt", ["d"])]}
     staged = {}
-    stats = write_splits(tmp_path, BigVocab(), splits, num_threads=1, progress=False, staged=staged)
+    stats = write_splits(tmp_path, BigVocab(), segments, num_threads=1, progress=False, staged=staged)
     train = np.fromfile(staged["train.bin"], dtype=np.uint32)
     assert train.tolist() == [65_538, 7, 69_999, 65_537, 7, 69_999]
-    assert stats["train"] == {"documents": 2, "tokens": 6, "bytes": 3}
+    assert stats["train"] == {"documents": 2, "tokens": 6, "bytes": 3,
+                              "sources": [{"type": "txt", "documents": 2, "tokens": 6, "bytes": 3, "copies": 1}]}
 
 
 def test_split_rule_and_empty_splits():
@@ -259,3 +260,53 @@ def test_failure_while_writing_keeps_the_previous_build_whole(tmp_path, monkeypa
     with pytest.raises(OSError):
         prepare_data(cfg, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_train_repeats_copy_training_documents_only(tmp_path, data_folder, tiktoken_cache):
+    """data.train_repeats writes a source's training documents n times, each copy a whole pass of the source
+    after the originals (never two copies side by side), and leaves validation and the tokenizer alone."""
+    plain = prepare_data(DataConfig(sources=[str(data_folder)], out_dir=str(tmp_path / "plain")), progress=False)
+    cfg = DataConfig(sources=[str(data_folder)], out_dir=str(tmp_path / "rep"), train_repeats={"pubmedqa": 3, "jsonl": 2})
+    meta = prepare_data(cfg, progress=False)
+    once, rep = decoded_splits(tmp_path / "plain"), decoded_splits(tmp_path / "rep")
+    assert rep["validation"] == once["validation"]
+    assert meta["splits"]["validation"] == plain["splits"]["validation"]
+    assert meta["tokenizer_fingerprint"] == plain["tokenizer_fingerprint"]
+    assert meta["train_repeats"] == {"pubmedqa": 3, "jsonl": 2} and plain["train_repeats"] == {}
+    assert meta["input_hash"] != plain["input_hash"]
+
+    by_type = {s["type"]: s for s in plain["splits"]["train"]["sources"]}
+    n_pubmedqa, n_jsonl = by_type["pubmedqa"]["documents"], by_type["jsonl"]["documents"]
+    pubmedqa = once["train"][:n_pubmedqa]
+    jsonl = once["train"][-n_jsonl:]
+    # originals first, then a pass over each repeated source per extra copy
+    assert rep["train"] == once["train"] + pubmedqa + jsonl + pubmedqa
+    counts = {s["type"]: (s["copies"], s["documents"]) for s in meta["splits"]["train"]["sources"]}
+    assert counts == {"pubmedqa": (3, 3 * n_pubmedqa), "medquad": (1, by_type["medquad"]["documents"]),
+                      "mts_dialog": (1, by_type["mts_dialog"]["documents"]), "jsonl": (2, 2 * n_jsonl)}
+    assert meta["splits"]["train"]["documents"] == len(rep["train"])
+    assert meta["splits"]["train"]["bytes"] == sum(len(d.encode("utf-8")) for d in rep["train"])
+
+    with pytest.warns(UserWarning, match="names 'csv', but no source of that type"):
+        prepare_data(DataConfig(sources=[str(data_folder)], out_dir=str(tmp_path / "c"), train_repeats={"csv": 2}),
+                     progress=False)
+
+
+def test_per_source_token_counts_map_the_validation_file(tmp_path, data_folder, tiktoken_cache):
+    from lightbrain.evaluation.language_modeling import source_segments
+
+    meta = prepare_data(DataConfig(sources=[str(data_folder)], out_dir=str(tmp_path / "out")), progress=False)
+    val = decoded_splits(tmp_path / "out")["validation"]
+    segments = source_segments(meta["splits"]["validation"])
+    assert [s["type"] for s in segments] == [s["type"] for s in meta["splits"]["validation"]["sources"]]
+    assert segments[0]["start"] == 0 and segments[-1]["end"] == meta["splits"]["validation"]["tokens"]
+    tokens = open_split(tmp_path / "out", "validation").tokens
+    tok = load_data_tokenizer(tmp_path / "out")
+    docs_seen = 0
+    for seg, entry in zip(segments, meta["splits"]["validation"]["sources"]):
+        docs = [tok.decode_bytes(d.tolist()).decode("utf-8")
+                for d in split_documents(tokens[seg["start"]:seg["end"]], meta["eot_id"])]
+        assert docs == val[docs_seen:docs_seen + entry["documents"]]
+        assert seg["bytes"] == sum(len(d.encode("utf-8")) for d in docs)
+        docs_seen += len(docs)
+    assert docs_seen == len(val)

@@ -75,6 +75,9 @@ class DataConfig:
     validation_one_in: int = 20  # hash rule: 1 document in N goes to validation
     num_workers: int = 0  # 0 = all cores
     force: bool = False
+    # {source type: n}: that source's training documents appear n times in train.bin (validation never),
+    # to weight a small source up, e.g. {pubmedqa: 4, mts_dialog: 4}; unnamed sources appear once.
+    train_repeats: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         _check_choice("data.tokenizer", self.tokenizer, ("gpt2", "medical-bpe"))
@@ -84,6 +87,15 @@ class DataConfig:
             raise ConfigError(f"data.validation_one_in must be at least 2, got {self.validation_one_in}")
         if not self.sources:
             raise ConfigError("data.sources is empty: name at least one source (see docs/data.md)")
+        from lightbrain.data.sources import SOURCE_TYPES
+
+        kinds = [k for k in SOURCE_TYPES if k != "folder"]  # a folder is read as the sources inside it
+        for kind, times in self.train_repeats.items():
+            if kind not in kinds:
+                raise ConfigError(f"data.train_repeats: unknown source type {kind!r}{_nearest(str(kind), kinds)}; "
+                                  f"expected one of {', '.join(kinds)}")
+            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+                raise ConfigError(f"data.train_repeats.{kind} must be a whole number of copies, 1 or more, got {times!r}")
 
 
 @dataclass
@@ -219,6 +231,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping such as {{key: value}}, got {type(value).__name__} {value!r}")
+        return dict(value)
     if annotation is Any:
         return value
     if annotation is bool:

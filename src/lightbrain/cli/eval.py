@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _lm_metrics(args, model, tokenizer, ckpt) -> dict:
     from lightbrain.data.token_files import open_split, read_meta
-    from lightbrain.evaluation.language_modeling import evaluate_text_file, evaluate_tokens
+    from lightbrain.evaluation.language_modeling import evaluate_text_file, evaluate_tokens, source_segments
 
     if args.text_file:
         return {"text_file": str(args.text_file),
@@ -49,12 +49,14 @@ def _lm_metrics(args, model, tokenizer, ckpt) -> dict:
                          "point --data-dir at the data the model was trained on, or use --text-file")
     split = open_split(data_dir, args.split)
     tokens, num_bytes = split.tokens, meta["splits"][args.split]["bytes"]
+    segments = source_segments(meta["splits"][args.split])  # bits per byte of each source, beside the total
     if args.max_tokens and args.max_tokens < len(tokens):
         # bits per byte needs the bytes those tokens spell, end-of-text markers excluded as in meta.json
         tokens = tokens[:args.max_tokens]
         num_bytes = len(tokenizer.decode_bytes(int(t) for t in tokens if t != tokenizer.eot_id))
+        segments = None
     return {"data_dir": str(data_dir), "split": args.split,
-            **evaluate_tokens(model, tokens, num_bytes, batch_size=args.batch_size, progress=True)}
+            **evaluate_tokens(model, tokens, num_bytes, batch_size=args.batch_size, progress=True, segments=segments)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from lightbrain.config import DataConfig
 from lightbrain.data.cleaning import drop_duplicates
 from lightbrain.data.sources import DataError, Document, LoadedSource, SourceSpec, expand_sources, load_source, source_sha256
-from lightbrain.data.split import SPLIT_RULE, SPLITS, split_corpus
+from lightbrain.data.split import SPLIT_RULE, SPLITS, split_corpus, split_of
 from lightbrain.data.token_files import FORMAT_VERSION, META_FILE, token_dtype, write_meta, write_token_file
 from lightbrain.data.tokenizers import GPT2Tokenizer, MedicalBPETokenizer, default_num_threads, train_medical_bpe
 
@@ -48,6 +48,8 @@ def input_hash(data_config: DataConfig, specs: list[SourceSpec], sha256s: list[s
         "validation_one_in": data_config.validation_one_in,
         "sources": [dict(spec.settings(), sha256=sha) for spec, sha in zip(specs, sha256s)],
     }
+    if data_config.train_repeats:  # absent when unset, so builds made before the option keep their hash
+        recipe["train_repeats"] = dict(sorted(data_config.train_repeats.items()))
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -107,25 +109,69 @@ def _encode_chunks(tokenizer, texts: list[str], num_threads: int, desc: str, pro
             bar.update(len(batch))
 
 
+def _check_repeats(train_repeats: dict[str, int], loaded: list[LoadedSource]) -> None:
+    present = {s.spec.type for s in loaded}
+    for kind in train_repeats:
+        if kind not in present:
+            warnings.warn(f"data.train_repeats names {kind!r}, but no source of that type is being prepared "
+                          f"(the sources are: {', '.join(sorted(present))}); that entry changes nothing", stacklevel=3)
+
+
 def make_tokenizer(data_config: DataConfig, train_texts: list[str], progress: bool):
     if data_config.tokenizer == "gpt2":
         return GPT2Tokenizer()
     return train_medical_bpe(train_texts, data_config.bpe_vocab_size, show_progress=progress)
 
 
-def write_splits(out_dir: Path, tokenizer, splits: dict[str, list[Document]], num_threads: int,
-                 progress: bool, staged: dict[str, Path]) -> dict[str, dict[str, int]]:
-    """Tokenize each split into a staging file (recorded in `staged` under its final name);
-    returns documents/tokens/bytes per split."""
+Segment = tuple[str, list[str]]  # (source type, texts): a run of one source's documents in a split file
+
+
+def split_segments(loaded: list[LoadedSource], kept_documents: list[Document], kept: list[int],
+                   validation_one_in: int, train_repeats: dict[str, int]) -> dict[str, list[Segment]]:
+    """Each split file's contents as runs of one source's documents, in file order. The training file
+    holds every source once, then the extra copies `train_repeats` asks for, a whole pass of a source
+    at a time, so copies of one document never share a window. Validation is never repeated."""
+    segments: dict[str, list[Segment]] = {name: [] for name in SPLITS}
+    start = 0
+    for source, n in zip(loaded, kept):
+        docs = kept_documents[start:start + n]
+        start += n
+        for name in SPLITS:
+            texts = [d.text for d in docs if split_of(d, validation_one_in) == name]
+            if texts:
+                segments[name].append((source.spec.type, texts))
+    extra_passes = max(train_repeats.values(), default=1) - 1
+    originals = list(segments["train"])
+    for copy in range(1, extra_passes + 1):
+        segments["train"] += [(kind, texts) for kind, texts in originals if train_repeats.get(kind, 1) > copy]
+    return segments
+
+
+def write_splits(out_dir: Path, tokenizer, segments: dict[str, list[Segment]], num_threads: int,
+                 progress: bool, staged: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Tokenize each split into a staging file (recorded in `staged` under its final name); returns
+    documents/tokens/bytes per split, and per source (`sources`: in file order of first appearance, with
+    `copies` of each document and the counts summed over them)."""
     stats = {}
     dtype = token_dtype(tokenizer.vocab_size)
     for split in SPLITS:
-        texts = [d.text for d in splits[split]]
+        per_source: dict[str, dict[str, int]] = {}
+
+        def chunks():
+            for kind, texts in segments[split]:
+                entry = per_source.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0, "copies": 0})
+                entry["copies"] += 1
+                entry["documents"] += len(texts)
+                entry["bytes"] += sum(len(t.encode("utf-8")) for t in texts)
+                for chunk in _encode_chunks(tokenizer, texts, num_threads, f"tokenize {split} ({kind})", progress):
+                    entry["tokens"] += len(chunk)
+                    yield chunk
+
         staged[f"{split}.bin"] = out_dir / f".{split}.bin.staging"
-        tokens = write_token_file(staged[f"{split}.bin"],
-                                  _encode_chunks(tokenizer, texts, num_threads, f"tokenize {split}", progress), dtype)
-        stats[split] = {"documents": len(texts), "tokens": tokens,
-                        "bytes": sum(len(t.encode("utf-8")) for t in texts)}
+        tokens = write_token_file(staged[f"{split}.bin"], chunks(), dtype)
+        stats[split] = {"documents": sum(e["documents"] for e in per_source.values()), "tokens": tokens,
+                        "bytes": sum(e["bytes"] for e in per_source.values()),
+                        "sources": [dict(type=kind, **entry) for kind, entry in per_source.items()]}
     return stats
 
 
@@ -152,6 +198,8 @@ def prepare_data(data_config: DataConfig, progress: bool = True) -> dict[str, An
             warnings.warn(note, stacklevel=2)
     documents, kept = _clean_corpus(loaded)
     splits = split_corpus(documents, data_config.validation_one_in)
+    _check_repeats(data_config.train_repeats, loaded)
+    segments = split_segments(loaded, documents, kept, data_config.validation_one_in, data_config.train_repeats)
 
     num_threads = data_config.num_workers or default_num_threads()
     if data_config.tokenizer == "medical-bpe":
@@ -170,7 +218,7 @@ def prepare_data(data_config: DataConfig, progress: bool = True) -> dict[str, An
             tokenizer_entry = {"name": tokenizer.name, "file": TOKENIZER_FILE}
         else:
             tokenizer_entry = {"name": tokenizer.name}
-        stats = write_splits(out_dir, tokenizer, splits, num_threads, progress, staged)
+        stats = write_splits(out_dir, tokenizer, segments, num_threads, progress, staged)
     except BaseException:
         for path in staged.values():
             path.unlink(missing_ok=True)
@@ -192,6 +240,7 @@ def prepare_data(data_config: DataConfig, progress: bool = True) -> dict[str, An
         "sources": [dict(s.spec.describe(), documents=n, sha256=s.sha256) for s, n in zip(loaded, kept)],
         "split_rule": SPLIT_RULE,
         "validation_one_in": data_config.validation_one_in,
+        "train_repeats": dict(data_config.train_repeats),
         "input_hash": input_hash(data_config, specs, [s.sha256 for s in loaded]),
     }
     write_meta(out_dir, meta)
