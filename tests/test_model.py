@@ -96,6 +96,9 @@ def test_loss_matches_manual_cross_entropy_and_ignores_minus_one():
     mask = y != -1
     manual = torch.nn.functional.cross_entropy(logits[mask], y[mask])
     torch.testing.assert_close(loss, manual)
+    none, loss_only = model(x, y, return_logits=False)  # what training asks for
+    assert none is None
+    torch.testing.assert_close(loss_only, loss)
 
 
 def test_logit_softcap_bounds_logits_and_the_loss_uses_them():

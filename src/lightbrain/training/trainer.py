@@ -429,7 +429,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 x, y = sampler.next_batch(device)
                 sync = not ddp.enabled or micro == micro_steps - 1
                 with (nullcontext() if sync else model.no_sync()), ctx:
-                    _, loss = model(x, y)
+                    _, loss = model(x, y, return_logits=False)
                     loss = loss / micro_steps
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
