@@ -32,7 +32,7 @@ def test_by_source_scores_each_stretch_of_the_file():
     split_meta = {"tokens": 203, "sources": [{"type": "a", "tokens": 70, "bytes": 300, "copies": 1},
                                              {"type": "b", "tokens": 133, "bytes": 500, "copies": 1}]}
     segments = source_segments(split_meta)
-    assert segments == [{"type": "a", "start": 0, "end": 70, "bytes": 300}, {"type": "b", "start": 70, "end": 203, "bytes": 500}]
+    assert segments == [{"name": "a", "start": 0, "end": 70, "bytes": 300}, {"name": "b", "start": 70, "end": 203, "bytes": 500}]
 
     result = evaluate_tokens(model, tokens, 800, batch_size=3, segments=segments)
     nats = reference_nats(model, tokens)

@@ -149,13 +149,14 @@ def test_uint32_when_the_vocabulary_exceeds_uint16(tmp_path):
         def encode_batch(self, texts, num_threads=1):
             return [[65_536 + len(t), 7] for t in texts]
 
-    segments = {"train": [("txt", ["ab", "c"])], "validation": [("txt", ["d"])]}
+    segments = {"train": [(0, "txt", ["ab", "c"])], "validation": [(0, "txt", ["d"])]}
     staged = {}
     stats = write_splits(tmp_path, BigVocab(), segments, num_threads=1, progress=False, staged=staged)
     train = np.fromfile(staged["train.bin"], dtype=np.uint32)
     assert train.tolist() == [65_538, 7, 69_999, 65_537, 7, 69_999]
     assert stats["train"] == {"documents": 2, "tokens": 6, "bytes": 3,
-                              "sources": [{"type": "txt", "documents": 2, "tokens": 6, "bytes": 3, "copies": 1}]}
+                              "sources": [{"type": "txt", "source": 0, "documents": 2, "tokens": 6, "bytes": 3,
+                                           "copies": 1}]}
 
 
 def test_split_rule_and_empty_splits():
@@ -298,7 +299,9 @@ def test_per_source_token_counts_map_the_validation_file(tmp_path, data_folder, 
     meta = prepare_data(DataConfig(sources=[str(data_folder)], out_dir=str(tmp_path / "out")), progress=False)
     val = decoded_splits(tmp_path / "out")["validation"]
     segments = source_segments(meta["splits"]["validation"])
-    assert [s["type"] for s in segments] == [s["type"] for s in meta["splits"]["validation"]["sources"]]
+    # the fixture's MedQuAD file hashes to training, so validation holds the other three sources
+    assert [s["name"] for s in segments] == ["pubmedqa", "mts_dialog", "jsonl"]
+    assert [s["source"] for s in meta["splits"]["validation"]["sources"]] == [0, 2, 3]
     assert segments[0]["start"] == 0 and segments[-1]["end"] == meta["splits"]["validation"]["tokens"]
     tokens = open_split(tmp_path / "out", "validation").tokens
     tok = load_data_tokenizer(tmp_path / "out")
@@ -310,3 +313,21 @@ def test_per_source_token_counts_map_the_validation_file(tmp_path, data_folder, 
         assert seg["bytes"] == sum(len(d.encode("utf-8")) for d in docs)
         docs_seen += len(docs)
     assert docs_seen == len(val)
+
+
+def test_two_sources_of_one_type_are_counted_apart(tmp_path, tiktoken_cache):
+    from lightbrain.evaluation.language_modeling import source_segments
+
+    notes = []
+    for name, word in (("a.jsonl", "alpha"), ("b.jsonl", "beta")):
+        lines = [{"text": f"{word} note {i} on blood pressure."} for i in range(120)]
+        (tmp_path / name).write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+        notes.append(str(tmp_path / name))
+    meta = prepare_data(DataConfig(sources=notes, out_dir=str(tmp_path / "out"), train_repeats={"jsonl": 2}),
+                        progress=False)
+    val = meta["splits"]["validation"]["sources"]
+    assert [(e["type"], e["source"], e["copies"]) for e in val] == [("jsonl", 0, 1), ("jsonl", 1, 1)]
+    assert [s["name"] for s in source_segments(meta["splits"]["validation"])] == ["jsonl #1", "jsonl #2"]
+    train = meta["splits"]["train"]["sources"]
+    assert [(e["source"], e["copies"]) for e in train] == [(0, 2), (1, 2)]  # each source written twice
+    assert source_segments(meta["splits"]["train"]) == []  # copies are spread over the file: no map

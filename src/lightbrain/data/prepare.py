@@ -123,7 +123,7 @@ def make_tokenizer(data_config: DataConfig, train_texts: list[str], progress: bo
     return train_medical_bpe(train_texts, data_config.bpe_vocab_size, show_progress=progress)
 
 
-Segment = tuple[str, list[str]]  # (source type, texts): a run of one source's documents in a split file
+Segment = tuple[int, str, list[str]]  # (source index, source type, texts): a run of one source's documents
 
 
 def split_segments(loaded: list[LoadedSource], kept_documents: list[Document], kept: list[int],
@@ -133,17 +133,17 @@ def split_segments(loaded: list[LoadedSource], kept_documents: list[Document], k
     at a time, so copies of one document never share a window. Validation is never repeated."""
     segments: dict[str, list[Segment]] = {name: [] for name in SPLITS}
     start = 0
-    for source, n in zip(loaded, kept):
+    for index, (source, n) in enumerate(zip(loaded, kept)):
         docs = kept_documents[start:start + n]
         start += n
         for name in SPLITS:
             texts = [d.text for d in docs if split_of(d, validation_one_in) == name]
             if texts:
-                segments[name].append((source.spec.type, texts))
+                segments[name].append((index, source.spec.type, texts))
     extra_passes = max(train_repeats.values(), default=1) - 1
     originals = list(segments["train"])
     for copy in range(1, extra_passes + 1):
-        segments["train"] += [(kind, texts) for kind, texts in originals if train_repeats.get(kind, 1) > copy]
+        segments["train"] += [seg for seg in originals if train_repeats.get(seg[1], 1) > copy]
     return segments
 
 
@@ -151,15 +151,16 @@ def write_splits(out_dir: Path, tokenizer, segments: dict[str, list[Segment]], n
                  progress: bool, staged: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """Tokenize each split into a staging file (recorded in `staged` under its final name); returns
     documents/tokens/bytes per split, and per source (`sources`: in file order of first appearance, with
-    `copies` of each document and the counts summed over them)."""
+    `source`, the index in meta.json's sources, `copies` of each document, and the counts summed over them)."""
     stats = {}
     dtype = token_dtype(tokenizer.vocab_size)
     for split in SPLITS:
-        per_source: dict[str, dict[str, int]] = {}
+        per_source: dict[int, dict[str, Any]] = {}
 
         def chunks():
-            for kind, texts in segments[split]:
-                entry = per_source.setdefault(kind, {"documents": 0, "tokens": 0, "bytes": 0, "copies": 0})
+            for index, kind, texts in segments[split]:
+                entry = per_source.setdefault(index, {"type": kind, "source": index, "documents": 0, "tokens": 0,
+                                                      "bytes": 0, "copies": 0})
                 entry["copies"] += 1
                 entry["documents"] += len(texts)
                 entry["bytes"] += sum(len(t.encode("utf-8")) for t in texts)
@@ -171,7 +172,7 @@ def write_splits(out_dir: Path, tokenizer, segments: dict[str, list[Segment]], n
         tokens = write_token_file(staged[f"{split}.bin"], chunks(), dtype)
         stats[split] = {"documents": sum(e["documents"] for e in per_source.values()), "tokens": tokens,
                         "bytes": sum(e["bytes"] for e in per_source.values()),
-                        "sources": [dict(type=kind, **entry) for kind, entry in per_source.items()]}
+                        "sources": list(per_source.values())}
     return stats
 
 

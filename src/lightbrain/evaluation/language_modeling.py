@@ -26,13 +26,17 @@ def _metrics(nats: float, tokens: int, num_bytes: int) -> dict[str, float]:
 
 def source_segments(split_meta: dict) -> list[dict]:
     """Where each source's tokens lie in a split file, from meta.json's per-source counts (file order):
-    [{"type", "start", "end", "bytes"}]; empty for builds that predate those counts."""
+    [{"name", "start", "end", "bytes"}], named by source type (`jsonl #2` for a type's second source);
+    empty for builds that predate those counts."""
     out, start = [], 0
     entries = split_meta.get("sources") or []
     if any(entry.get("copies", 1) != 1 for entry in entries):
         return []  # repeated sources are spread over the file: their counts are no map of it
-    for entry in entries:
-        out.append({"type": entry["type"], "start": start, "end": start + entry["tokens"], "bytes": entry["bytes"]})
+    types = [entry["type"] for entry in entries]
+    for i, entry in enumerate(entries):
+        kind = entry["type"]
+        name = kind if types.count(kind) == 1 else f"{kind} #{types[:i + 1].count(kind)}"
+        out.append({"name": name, "start": start, "end": start + entry["tokens"], "bytes": entry["bytes"]})
         start += entry["tokens"]
     if start != split_meta.get("tokens"):
         return []
@@ -78,7 +82,7 @@ def evaluate_tokens(model: torch.nn.Module, tokens: np.ndarray, num_bytes: int, 
     result = _metrics(total_nats, total_tokens, num_bytes)
     if nats_at is not None:
         result["by_source"] = {
-            seg["type"]: _metrics(float(nats_at[seg["start"]:seg["end"]].sum()),
+            seg["name"]: _metrics(float(nats_at[seg["start"]:seg["end"]].sum()),
                                   seg["end"] - max(seg["start"], 1), seg["bytes"])
             for seg in segments}
     return result
