@@ -1,0 +1,85 @@
+"""Time one training step of a recipe (forward, backward, optimizer) on random tokens, as the trainer runs it.
+
+    python bench/train_step.py                                   # the CPU speedrun recipe, compiled
+    python bench/train_step.py --return-logits                   # as before the trainer asked for the loss alone
+    python bench/train_step.py --profile train.muon_ns_steps=3   # plus the operators that took the time
+
+Prints the first step's time (which includes compiling), the median of the next --steps steps, and
+training tokens per second. The speedrun rows in docs/experiments.md that cite step times come from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="section.key=value")
+    parser.add_argument("-c", "--config", default=str(REPO / "configs" / "cpu_speedrun.yaml"))
+    parser.add_argument("--vocab-size", type=int, default=8192, help="when the recipe takes it from the data")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--return-logits", action="store_true", help="ask the model for the logits too")
+    parser.add_argument("--eager", action="store_true", help="do not compile, whatever the recipe says")
+    parser.add_argument("--profile", action="store_true", help="print the operators of 10 more steps")
+    args = parser.parse_args()
+
+    from lightbrain.config import load_config
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.trainer import build_optimizer
+    from lightbrain.training.utils import autocast_context, pick_dtype
+
+    cfg = load_config(args.config, overrides=args.overrides)
+    if cfg.model.vocab_size is None:
+        cfg.model.vocab_size = args.vocab_size
+    t, device = cfg.train, torch.device("cpu")
+    torch.manual_seed(0)
+    model = LightBrainTiny(cfg.model)
+    optimizers = build_optimizer(model, cfg, device)
+    compiled = t.compile and not args.eager
+    run_model = torch.compile(model) if compiled else model
+    ctx = autocast_context(device, pick_dtype(t.dtype, device))
+    x = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.block_size))
+    y = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.block_size))
+
+    def step() -> None:
+        with ctx:
+            _, loss = run_model(x, y, return_logits=args.return_logits)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(args.steps + 1):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times[1:])
+    tokens = t.batch_size * cfg.model.block_size
+    print(f"{Path(args.config).name} {' '.join(args.overrides)} (compiled: {compiled}, logits returned: "
+          f"{args.return_logits}, {torch.get_num_threads()} threads)")
+    print(f"first step {times[0]:.1f} s; median of {args.steps} steps {median * 1000:.0f} ms; "
+          f"{tokens / median:,.0f} training tokens/s")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=50))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
