@@ -115,6 +115,31 @@ def test_logit_softcap_bounds_logits_and_the_loss_uses_them():
     torch.testing.assert_close(last, logits[:, -1:])
 
 
+def test_zero_proj_init_starts_each_block_as_the_identity_and_then_learns():
+    model = tiny_model(proj_init="zero", positional="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+    projections = [m.weight for n, m in model.named_modules() if n.endswith("c_proj")]
+    assert len(projections) == 4 and all(not w.any() for w in projections)
+    assert model.transformer.h[0].attn.c_attn.weight.std() > 0.01  # only the projections start at zero
+    x = torch.randint(0, 97, (2, 8))
+    h = model.transformer.wte(x)
+    expected = model.lm_head(model.transformer.ln_f(h))  # the blocks add nothing yet
+    torch.testing.assert_close(model(x)[0], expected)
+
+    model.train()
+    opt = model.configure_optimizer(0.0, 1e-2, (0.9, 0.95), "cpu")
+    for step in range(2):
+        _, loss = model(x, torch.roll(x, -1, dims=1))
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:  # the first gradient reaches the projections, not the weights behind them
+            assert all(w.grad.abs().sum() > 0 for w in projections)
+            assert not model.transformer.h[0].mlp.c_fc.weight.grad.any()
+        opt.step()
+    assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().sum() > 0  # from the second step on, it learns
+    with pytest.raises(ValueError, match="model.proj_init"):
+        ModelConfig(**{**TINY, "proj_init": "ones"}).validate()
+
+
 def test_overfits_a_tiny_batch():
     model = tiny_model()
     model.train()

@@ -43,6 +43,9 @@ class ModelConfig:
     logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 leaves them as they are
     # How attention is computed, not what it computes: the weights and outputs are the same either way.
     attention: str = "sdpa"  # sdpa (PyTorch's fused kernels) | matmul (written out; faster on CPU in bf16)
+    # How the residual projections (attention and MLP c_proj) start: scaled (GPT-2: normal, std 0.02 /
+    # sqrt(2 n_layer)) | zero (each block starts as the identity and the first updates shape it)
+    proj_init: str = "scaled"
 
     def validate(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:
@@ -58,6 +61,7 @@ class ModelConfig:
         _check_choice("model.norm", self.norm, ("layernorm", "rmsnorm"))
         _check_choice("model.mlp", self.mlp, ("gelu", "swiglu", "relu2"))
         _check_choice("model.attention", self.attention, ("sdpa", "matmul"))
+        _check_choice("model.proj_init", self.proj_init, ("scaled", "zero"))
         if not (self.logit_softcap >= 0.0 and math.isfinite(self.logit_softcap)):
             raise ConfigError(f"model.logit_softcap must be 0 (off) or a positive number, got {self.logit_softcap}")
         if self.positional == "rope" and (self.n_embd // self.n_head) % 2:

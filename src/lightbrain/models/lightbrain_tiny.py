@@ -6,7 +6,7 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings` and `logit_softcap` exist for the CPU speedrun preset and change nothing when left at
+`tie_embeddings`, `logit_softcap` and `proj_init` exist for the CPU speedrun preset and change nothing when left at
 their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
@@ -220,10 +220,14 @@ class LightBrainTiny(nn.Module):
             self.lm_head.weight = self.transformer.wte.weight
 
         self.apply(self._init_weights)
-        # scaled init of residual projections, per GPT-2: keeps the residual stream's variance flat with depth
+        # scaled init of residual projections, per GPT-2: keeps the residual stream's variance flat with depth;
+        # proj_init=zero starts every block as the identity instead (from the second step on, all of it learns)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.proj_init == "zero":
+                    torch.nn.init.zeros_(p)
+                else:
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
