@@ -12,6 +12,7 @@ VARIANTS = [
     dict(logit_softcap=2.0),
     dict(attention="matmul"),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention="matmul"),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True),
 ]
 
 
@@ -138,6 +139,27 @@ def test_zero_proj_init_starts_each_block_as_the_identity_and_then_learns():
     assert model.transformer.h[0].mlp.c_fc.weight.grad.abs().sum() > 0  # from the second step on, it learns
     with pytest.raises(ValueError, match="model.proj_init"):
         ModelConfig(**{**TINY, "proj_init": "ones"}).validate()
+
+
+def test_value_residual_mixes_the_first_layers_values_into_later_layers():
+    model = tiny_model(value_residual=True, n_layer=3)
+    mixes = [getattr(block.attn, "v_mix", None) for block in model.transformer.h]
+    assert mixes[0] is None and [m.item() for m in mixes[1:]] == [0.5, 0.5]
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.roll(x, -1, dims=1)
+    with torch.no_grad():
+        for m in mixes[1:]:
+            m.fill_(1.0)  # each layer keeps only its own values: the plain model
+    plain = tiny_model(n_layer=3)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(model(x)[0], plain(x)[0])
+    with torch.no_grad():
+        mixes[2].fill_(0.0)  # the last layer attends over the first layer's values instead
+    assert not torch.allclose(model(x)[0], plain(x)[0])
+    model.train()
+    _, loss = model(x, y)
+    loss.backward()
+    assert all(m.grad is not None and m.grad.abs() > 0 for m in mixes[1:])  # the shares learn
 
 
 def test_overfits_a_tiny_batch():

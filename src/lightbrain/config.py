@@ -46,6 +46,9 @@ class ModelConfig:
     # How the residual projections (attention and MLP c_proj) start: scaled (GPT-2: normal, std 0.02 /
     # sqrt(2 n_layer)) | zero (each block starts as the identity and the first updates shape it)
     proj_init: str = "scaled"
+    # Value residual: every layer after the first mixes its attention values with the first layer's,
+    # v = m v + (1 - m) v_first, with m learned per layer (from 0.5). Neither GPT-2 nor Llama has it.
+    value_residual: bool = False
 
     def validate(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:

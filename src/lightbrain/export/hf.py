@@ -6,8 +6,8 @@ Two LightBrain architectures are exactly a Transformers class, so a checkpoint b
   seed (learned positions, LayerNorm, GELU)      -> GPT2LMHeadModel
   speedrun (rotary positions, RMSNorm, SwiGLU)   -> LlamaForCausalLM
 
-Both with or without biases and tied embeddings, never with qk_norm or a logit softcap; any other mix is refused,
-naming the options that do not fit. The folder holds:
+Both with or without biases and tied embeddings, never with qk_norm, a logit softcap or a value residual; any
+other mix is refused, naming the options that do not fit. The folder holds:
 
   config.json             GPT2Config or LlamaConfig with the model's sizes, eps 1e-5, tying
   model.safetensors       the weights in that class's names (one small mapping function per family:
@@ -58,7 +58,8 @@ def _require_transformers():
     return transformers
 
 
-# The options that decide the family; qk_norm and logit_softcap must be off in both, bias and tying may be anything.
+# The options that decide the family; qk_norm, logit_softcap and value_residual must be off in both, bias and
+# tying may be anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -66,7 +67,7 @@ FAMILIES = {
 FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
-              "both with qk_norm=false and logit_softcap=0")
+              "both with qk_norm=false, logit_softcap=0 and value_residual=false")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
 
 
@@ -83,6 +84,8 @@ def export_family(config: ModelConfig) -> str:
         extras.append("model.qk_norm=true (neither GPT-2 nor Llama has a query/key norm)")
     if config.logit_softcap:
         extras.append(f"model.logit_softcap={config.logit_softcap} (neither GPT-2 nor Llama caps its logits)")
+    if config.value_residual:
+        extras.append("model.value_residual=true (neither GPT-2 nor Llama mixes the first layer's values into later ones)")
     if not extras:
         for family, gap in gaps.items():
             if not gap:

@@ -6,7 +6,7 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings`, `logit_softcap` and `proj_init` exist for the CPU speedrun preset and change nothing when left at
+`tie_embeddings`, `logit_softcap`, `proj_init` and `value_residual` exist for the CPU speedrun preset and change nothing when left at
 their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
@@ -126,9 +126,14 @@ class CausalSelfAttention(nn.Module):
         if config.qk_norm:
             self.q_norm = RMSNorm(self.head_dim)
             self.k_norm = RMSNorm(self.head_dim)
+        if config.value_residual and layer_idx > 0:
+            self.v_mix = nn.Parameter(torch.tensor(0.5))  # this layer's share of its own values
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                kv_cache: KVCache | None = None) -> torch.Tensor:
+                kv_cache: KVCache | None = None,
+                v_first: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the block's attention output (B, T, C) and this layer's own values (B, nh, T, hs),
+        which the first layer hands to the others when model.value_residual is on."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -138,6 +143,11 @@ class CausalSelfAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        own_v = v
+        if v_first is not None:
+            # value residual: later layers keep a learned share of the first layer's values, which carry
+            # each token's own content forward however the residual stream has mixed it by then
+            v = self.v_mix * v + (1 - self.v_mix) * v_first.to(v.dtype)
 
         past = 0
         if kv_cache is not None:
@@ -156,7 +166,7 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y)), own_v
 
 
 class MLP(nn.Module):
@@ -189,10 +199,12 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, kv_cache)  # pre-norm residual
+    def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
+                v_first: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, v = self.attn(self.ln_1(x), rope, kv_cache, v_first)
+        x = x + attended  # pre-norm residual
         x = x + self.mlp(self.ln_2(x))
-        return x
+        return x, v
 
 
 class LightBrainTiny(nn.Module):
@@ -275,8 +287,11 @@ class LightBrainTiny(nn.Module):
         else:
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
         x = self.transformer.drop(x)
+        v_first = None
         for block in self.transformer.h:
-            x = block(x, rope, kv_cache)
+            x, v = block(x, rope, kv_cache, v_first)
+            if self.config.value_residual and v_first is None:
+                v_first = v  # the first layer's values, for the layers after it
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)  # (B, T, C)
