@@ -162,6 +162,22 @@ def test_value_residual_mixes_the_first_layers_values_into_later_layers():
     assert all(m.grad is not None and m.grad.abs() > 0 for m in mixes[1:])  # the shares learn
 
 
+@pytest.mark.parametrize("kw", [{}, dict(value_residual=True)])
+def test_blocks_called_one_by_one_give_the_models_logits(kw):
+    # the walk-through a reader does by hand (as the tutorial notebook does): each block and its attention
+    # return a tensor, whatever the options
+    model = tiny_model(**kw)
+    x = torch.randint(0, 97, (1, 8))
+    h = model.transformer.wte(x) + model.transformer.wpe(torch.arange(8))
+    for block in model.transformer.h:
+        attended = block.attn(block.ln_1(h))
+        assert isinstance(attended, torch.Tensor) and attended.shape == h.shape
+        h = block(h)
+    logits = model.lm_head(model.transformer.ln_f(h))
+    if not kw:
+        torch.testing.assert_close(logits, model(x)[0])
+
+
 def test_overfits_a_tiny_batch():
     model = tiny_model()
     model.train()

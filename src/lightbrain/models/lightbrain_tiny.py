@@ -130,10 +130,9 @@ class CausalSelfAttention(nn.Module):
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # this layer's share of its own values
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                kv_cache: KVCache | None = None,
-                v_first: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the block's attention output (B, T, C) and this layer's own values (B, nh, T, hs),
-        which the first layer hands to the others when model.value_residual is on."""
+                kv_cache: KVCache | None = None, v_first: torch.Tensor | None = None, return_values: bool = False):
+        """x (B, T, C) -> the attention output (B, T, C). With model.value_residual the first layer is also
+        asked for its own values (return_values=True: a pair), which later layers receive as v_first."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -166,7 +165,8 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
-        return self.resid_dropout(self.c_proj(y)), own_v
+        out = self.resid_dropout(self.c_proj(y))
+        return (out, own_v) if return_values else out
 
 
 class MLP(nn.Module):
@@ -200,11 +200,13 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
-                v_first: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        attended, v = self.attn(self.ln_1(x), rope, kv_cache, v_first)
+                v_first: torch.Tensor | None = None, return_values: bool = False):
+        attended = self.attn(self.ln_1(x), rope, kv_cache, v_first, return_values)
+        if return_values:
+            attended, v = attended
         x = x + attended  # pre-norm residual
         x = x + self.mlp(self.ln_2(x))
-        return x, v
+        return (x, v) if return_values else x
 
 
 class LightBrainTiny(nn.Module):
@@ -288,10 +290,11 @@ class LightBrainTiny(nn.Module):
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
         x = self.transformer.drop(x)
         v_first = None
-        for block in self.transformer.h:
-            x, v = block(x, rope, kv_cache, v_first)
-            if self.config.value_residual and v_first is None:
-                v_first = v  # the first layer's values, for the layers after it
+        for i, block in enumerate(self.transformer.h):
+            if self.config.value_residual and i == 0:
+                x, v_first = block(x, rope, kv_cache, return_values=True)  # its values, for the later layers
+            else:
+                x = block(x, rope, kv_cache, v_first)
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)  # (B, T, C)
