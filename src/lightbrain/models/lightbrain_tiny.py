@@ -6,8 +6,8 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings`, `logit_softcap`, `proj_init` and `value_residual` exist for the CPU speedrun preset and change nothing when left at
-their defaults.
+`tie_embeddings`, `logit_softcap`, `proj_init` and `value_residual` exist for the CPU speedrun preset and
+change nothing when left at their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
@@ -146,7 +146,7 @@ class CausalSelfAttention(nn.Module):
         if v_first is not None:
             # value residual: later layers keep a learned share of the first layer's values, which carry
             # each token's own content forward however the residual stream has mixed it by then
-            v = self.v_mix * v + (1 - self.v_mix) * v_first.to(v.dtype)
+            v = self.v_mix * v + (1 - self.v_mix) * v_first
 
         past = 0
         if kv_cache is not None:

@@ -379,18 +379,6 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             # schedule does), so the bar shows that fraction; a step count out of max_iters would read 0%.
             bar = tqdm(total=100, desc="train", dynamic_ncols=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
-
-    def show_progress_at(dt: float) -> None:
-        if budget is None:
-            bar.update(1)
-        else:
-            bar.n = round(100 * min(1.0, max(iter_num / t.max_iters, train_seconds / budget)), 1)
-            bar.update(0)
-        postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
-        if budget is not None:
-            postfix["step"] = iter_num
-            postfix["budget left"] = f"{max(0.0, budget - train_seconds) / 60:.1f}m"
-        bar.set_postfix(postfix, refresh=False)
     skipped_in_a_row = 0
     loss_value = None
 
@@ -493,7 +481,15 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 if ddp.is_main:
                     log.info("iter %d: loss %.4f, lr %.3g, %.0f tokens/s", iter_num, loss_value, lr, tok_s)
             if bar is not None:
-                show_progress_at(dt)
+                postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
+                if budget is None:
+                    bar.update(1)
+                else:
+                    bar.n = round(100 * min(1.0, max(iter_num / t.max_iters, train_seconds / budget)), 1)
+                    bar.update(0)
+                    postfix["step"] = iter_num
+                    postfix["budget left"] = f"{max(0.0, budget - train_seconds) / 60:.1f}m"
+                bar.set_postfix(postfix, refresh=False)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread's handler
         stopped_by = "interrupted"
         save("last", last_eval)
