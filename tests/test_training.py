@@ -66,6 +66,7 @@ def test_every_evaluation_scores_the_same_windows(tiny_data, tmp_path):
 
 def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.muon import BatchedMuon
     from lightbrain.training.trainer import build_optimizer
 
     common = dict(optimizer="muon", max_iters=30, lr_decay_iters=30, eval_interval=10)
@@ -80,7 +81,7 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     assert on_muon == {n for n in names.values() if n.startswith("transformer.h.") and n.endswith("weight")
                        and ("attn.c_" in n or "mlp.c_" in n)}
     assert on_adamw == set(names.values()) - on_muon
-    assert muon.param_groups[0]["ns_steps"] == 5
+    assert isinstance(muon, BatchedMuon) and muon.param_groups[0]["ns_steps"] == 5
 
     # muon_ns_steps reaches Muon, and the number of iterations changes the update it makes
     steps = {}
@@ -351,3 +352,49 @@ def test_time_budget_run_decays_to_min_lr_and_resume_keeps_the_clock(tiny_data, 
     resumed = train(tiny_config(tiny_data, tmp_path, max_iters=100000, time_budget_minutes=0.02, warmup_iters=0),
                     resume=True)
     assert resumed.iter_num == result.iter_num and resumed.stopped_by == "time_budget"  # budget already spent
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
+def test_batched_muon_takes_the_same_steps_as_torch_muon(nesterov, adjust_lr_fn):
+    from lightbrain.training.muon import BatchedMuon
+
+    # tall, wide and square matrices, most shapes repeated as in a stack of layers, one alone
+    shapes = [(48, 16), (16, 16), (40, 16), (40, 16), (16, 40), (48, 16), (16, 16), (24, 8)]
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    kwargs = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
+    batched, reference = BatchedMuon(ours, **kwargs), torch.optim.Muon(theirs, **kwargs)
+    start = [p.detach().clone() for p in ours]
+    for _ in range(4):
+        for a, b in zip(ours, theirs):
+            grad = torch.randn_like(a)
+            a.grad, b.grad = grad.clone(), grad.clone()
+        batched.step()
+        reference.step()
+    for a, b, a0 in zip(ours, theirs, start):
+        moved = (b - a0).abs().max()
+        assert moved > 0.01
+        # the same bf16 arithmetic; batched products may only round differently
+        assert (a - b).abs().max() <= 1e-2 * moved
+    # the state is torch.optim.Muon's, so either can resume the other's checkpoint
+    state = batched.state_dict()
+    assert state["state"].keys() == reference.state_dict()["state"].keys()
+    assert all(set(s) == {"momentum_buffer"} for s in state["state"].values())
+    reference.load_state_dict(state)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(reference.state[b]["momentum_buffer"], batched.state[a]["momentum_buffer"])
+
+
+def test_orthogonalize_brings_every_singular_value_near_one():
+    from lightbrain.training.muon import orthogonalize
+
+    torch.manual_seed(0)
+    # matrices of very different scales in one stack: each is normalised by its own norm
+    stack = torch.randn(3, 64, 32) * torch.tensor([1e-3, 1.0, 1e3]).view(3, 1, 1)
+    out = orthogonalize(stack, (3.4445, -4.7750, 2.0315), steps=5, eps=1e-7)
+    assert out.shape == stack.shape and out.dtype == torch.bfloat16
+    singular = torch.linalg.svdvals(out.float())
+    # the quintic iteration aims near one, not exactly (0.5 to 1.5 by design)
+    assert singular.min() > 0.4 and singular.max() < 1.6

@@ -29,6 +29,7 @@ from lightbrain.data.token_files import open_split, read_meta
 from lightbrain.data.tokenizers import load_data_tokenizer
 from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
+from lightbrain.training.muon import BatchedMuon
 from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, pick_device,
                                       pick_dtype)
 from lightbrain.training.weight_average import WeightAverage, restore_trained_weights
@@ -200,9 +201,9 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
         adamw = torch.optim.AdamW(
             [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
-            lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
-        muon = torch.optim.Muon(hidden, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
-                                ns_steps=t.muon_ns_steps, adjust_lr_fn="match_rms_adamw")
+            lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type in ("cuda", "cpu"))  # one pass
+        muon = BatchedMuon(hidden, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
+                           ns_steps=t.muon_ns_steps, adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
     return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
 

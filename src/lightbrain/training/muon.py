@@ -1,0 +1,80 @@
+"""Muon with its Newton-Schulz iterations batched over the matrices that share a shape.
+
+PyTorch's `torch.optim.Muon` orthogonalises one matrix at a time. A small model's matrices are small
+(the speedrun recipe's largest is 768 x 256), and 30 rounds of five small products leave two CPU cores
+half idle. Each layer holds the same shapes, so this class stacks the matrices of one shape and runs
+the same iterations on the stack with batched products: on 2 cores an update of the recipe's 30
+matrices takes about 37 ms instead of 88 (`bench/train_step.py` times the whole step).
+
+The arithmetic is PyTorch's: momentum and Nesterov, the same quintic coefficients in bfloat16, each
+matrix scaled by its own norm, the same learning-rate adjustment and decoupled weight decay. Only the
+grouping differs, so states and checkpoints are interchangeable with `torch.optim.Muon`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+# torch.optim.Muon arrived in PyTorch 2.9; build_optimizer says so if it is missing.
+_Muon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
+
+
+def orthogonalize(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                  eps: float) -> torch.Tensor:
+    """Approximately orthogonalise each matrix of a (batch, rows, cols) stack in bfloat16."""
+    a, b, c = coefficients
+    tall = updates.size(-2) > updates.size(-1)
+    # Iterate on the wide orientation, so the Gram matrices are the small side squared; contiguous
+    # operands keep the batched products on the fast path.
+    x = (updates.mT if tall else updates).bfloat16().contiguous()
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = torch.bmm(x, x.mT)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b G + c G^2
+        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b G + c G^2) X
+    return x.mT if tall else x
+
+
+def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    rows, cols = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1.0, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr
+
+
+class BatchedMuon(_Muon):
+    """`torch.optim.Muon` (same arguments, same state) that orthogonalises same-shaped matrices together."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            buffers: list[torch.Tensor] = []
+            self._init_group(group, params, grads, buffers)
+            if not params:
+                continue
+            momentum = group["momentum"]
+            torch._foreach_lerp_(buffers, grads, 1 - momentum)
+            updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
+            by_shape: dict[torch.Size, list[int]] = defaultdict(list)
+            for i, p in enumerate(params):
+                by_shape[p.shape].append(i)
+            lr, decay = group["lr"], group["weight_decay"]
+            for shape, members in by_shape.items():
+                ortho = orthogonalize(torch.stack([updates[i] for i in members]), group["ns_coefficients"],
+                                      group["ns_steps"], group["eps"])
+                step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
+                for row, i in enumerate(members):
+                    params[i].mul_(1 - lr * decay)
+                    params[i].add_(ortho[row], alpha=-step_size)
+        return loss
