@@ -16,26 +16,20 @@ import time
 from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from recipe_args import add_recipe_arguments, load_recipe
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="section.key=value")
-    parser.add_argument("-c", "--config", default=str(REPO / "configs" / "cpu_speedrun.yaml"))
-    parser.add_argument("--vocab-size", type=int, default=8192, help="when the recipe takes it from the data")
+    add_recipe_arguments(parser)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
-    from lightbrain.config import load_config
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
     from lightbrain.training.muon import BatchedMuon
     from lightbrain.training.trainer import build_optimizer
 
-    cfg = load_config(args.config, overrides=[*args.overrides, "train.optimizer=muon"])
-    if cfg.model.vocab_size is None:
-        cfg.model.vocab_size = args.vocab_size
+    cfg = load_recipe(args, [*args.overrides, "train.optimizer=muon"])
     torch.manual_seed(0)
     model = LightBrainTiny(cfg.model)
     hidden = [p for g in build_optimizer(model, cfg, torch.device("cpu"))[1].param_groups for p in g["params"]]

@@ -4,7 +4,7 @@ PyTorch's `torch.optim.Muon` orthogonalises one matrix at a time. A small model'
 (the speedrun recipe's largest is 768 x 256), and 30 rounds of five small products leave two CPU cores
 half idle. Each layer holds the same shapes, so this class stacks the matrices of one shape and runs
 the same iterations on the stack with batched products: on 2 cores an update of the recipe's 30
-matrices takes about 37 ms instead of 88 (`bench/train_step.py` times the whole step).
+matrices took 53 ms instead of 96 (`bench/muon_step.py`; `bench/train_step.py` times the whole step).
 
 The arithmetic is PyTorch's: momentum and Nesterov, the same quintic coefficients in bfloat16, each
 matrix scaled by its own norm, the same learning-rate adjustment and decoupled weight decay. Only the
