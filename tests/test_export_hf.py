@@ -194,6 +194,7 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     ({**LLAMA, "logit_softcap": 15.0}, ["model.logit_softcap=15.0"]),
     ({"logit_softcap": 15.0}, ["model.logit_softcap=15.0"]),
     ({**LLAMA, "value_residual": True}, ["model.value_residual=true"]),
+    ({**LLAMA, "embedding_skip": True}, ["model.embedding_skip=true"]),
     ({"positional": "rope", "mlp": "relu2"}, ["model.positional=rope", "model.norm=layernorm", "model.mlp=relu2"]),
 ])
 def test_refuses_mixed_architectures(tmp_path, bpe, capsys, options, named):

@@ -13,6 +13,7 @@ VARIANTS = [
     dict(attention="matmul"),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention="matmul"),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, embedding_skip=True),
 ]
 
 
@@ -160,6 +161,22 @@ def test_value_residual_mixes_the_first_layers_values_into_later_layers():
     _, loss = model(x, y)
     loss.backward()
     assert all(m.grad is not None and m.grad.abs() > 0 for m in mixes[1:])  # the shares learn
+
+
+def test_embedding_skip_starts_as_the_plain_model_and_learns_its_gains():
+    model = tiny_model(embedding_skip=True, n_layer=3)
+    plain = tiny_model(n_layer=3)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.roll(x, -1, dims=1)
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # a = 1, b = 0: the plain model
+    with torch.no_grad():
+        model.embedding_gain[2] = 1.0  # the last block also reads the token embedding
+    assert not torch.allclose(model(x)[0], plain(x)[0])
+    model.train()
+    _, loss = model(x, y)
+    loss.backward()
+    assert model.residual_gain.grad.abs().min() > 0 and model.embedding_gain.grad.abs().min() > 0
 
 
 @pytest.mark.parametrize("kw", [{}, dict(value_residual=True)])

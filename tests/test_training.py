@@ -99,6 +99,15 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     assert not torch.allclose(steps[1], steps[5])
     cfg.train.muon_ns_steps = 5
 
+    # muon_split_qkv puts the fused query/key/value weights in a group whose matrices are three stacked
+    cfg.train.muon_split_qkv = True
+    model = LightBrainTiny(cfg.model)
+    muon = build_optimizer(model, cfg, torch.device("cpu"))[1]
+    split = [g for g in muon.param_groups if g.get("blocks", 1) == 3]
+    split_names = {n for n, p in model.named_parameters() if any(p is q for q in split[0]["params"])}
+    assert len(split) == 1 and split_names == {n for n in names.values() if n.endswith("attn.c_attn.weight")}
+    cfg.train.muon_split_qkv = False
+
     # muon_lr_scale sets Muon's share of the schedule at every step, AdamW keeps the schedule itself
     scaled = train(tiny_config(tiny_data, tmp_path / "scaled", **{**common, "max_iters": 3, "muon_lr_scale": 0.5}))
     state = load_checkpoint(scaled.last_checkpoint)["optimizer"]
@@ -387,6 +396,36 @@ def test_batched_muon_takes_the_same_steps_as_torch_muon(nesterov, adjust_lr_fn)
     reference.load_state_dict(state)
     for a, b in zip(ours, theirs):
         assert torch.equal(reference.state[b]["momentum_buffer"], batched.state[a]["momentum_buffer"])
+
+
+def test_batched_muon_blocks_steps_each_stacked_matrix_as_its_own():
+    from lightbrain.training.muon import BatchedMuon
+
+    # a (3 x 16) x 24 fused weight in a `blocks: 3` group moves as three 16 x 24 matrices would under
+    # torch.optim.Muon, each orthogonalised and its step sized on its own; a plain matrix beside it as usual
+    torch.manual_seed(0)
+    fused, plain = torch.nn.Parameter(torch.randn(48, 24)), torch.nn.Parameter(torch.randn(24, 24))
+    parts = [torch.nn.Parameter(part.detach().clone()) for part in fused.chunk(3)]
+    plain_ref, plain_start = torch.nn.Parameter(plain.detach().clone()), plain.detach().clone()
+    kwargs = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    batched = BatchedMuon([{"params": [plain]}, {"params": [fused], "blocks": 3}], **kwargs)
+    reference = torch.optim.Muon(parts + [plain_ref], **kwargs)
+    whole = torch.optim.Muon([torch.nn.Parameter(fused.detach().clone())], **kwargs)
+    start = fused.detach().clone()
+    for _ in range(3):
+        grad, plain_grad = torch.randn(48, 24), torch.randn(24, 24)
+        fused.grad, plain.grad, plain_ref.grad = grad.clone(), plain_grad.clone(), plain_grad.clone()
+        for part, g in zip(parts, grad.chunk(3)):
+            part.grad = g.clone()
+        whole.param_groups[0]["params"][0].grad = grad.clone()
+        batched.step()
+        reference.step()
+        whole.step()
+    moved = (torch.cat(parts) - start).abs().max()
+    assert (fused - torch.cat(parts)).abs().max() <= 1e-2 * moved
+    assert (plain - plain_ref).abs().max() <= 1e-2 * (plain_ref - plain_start).abs().max()
+    # orthogonalising the stack as one matrix is a different update
+    assert (whole.param_groups[0]["params"][0] - torch.cat(parts)).abs().max() > 0.1 * moved
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():

@@ -49,6 +49,9 @@ class ModelConfig:
     # Value residual: every layer after the first mixes its attention values with the first layer's,
     # v = m v + (1 - m) v_first, with m learned per layer (from 0.5). Neither GPT-2 nor Llama has it.
     value_residual: bool = False
+    # Embedding skip: block i reads a * x + b * x0, x0 the token embedding, with a (from 1) and b (from 0)
+    # learned per block. Neither GPT-2 nor Llama has it.
+    embedding_skip: bool = False
 
     def validate(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:
@@ -131,6 +134,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | muon (Muon for 2-D hidden weights, AdamW for the rest)
     muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
     muon_ns_steps: int = 5  # with muon: Newton-Schulz iterations that orthogonalise each update (PyTorch's default)
+    # with muon: orthogonalise the query, key and value parts of each fused c_attn weight on their own
+    # (three C x C matrices) rather than as one 3C x C matrix
+    muon_split_qkv: bool = False
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.

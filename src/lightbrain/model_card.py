@@ -78,7 +78,7 @@ def model_card(config: LightBrainConfig, meta: dict[str, Any], result: dict[str,
         f"| architecture | {m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size} tokens |",
         f"| components | {m.positional} positions, {m.norm}, {m.mlp} MLP, "
         f"{'tied' if m.tie_embeddings else 'untied'} embeddings{', QK-norm' if m.qk_norm else ''}"
-        f"{', value residual' if m.value_residual else ''}"
+        f"{', value residual' if m.value_residual else ''}{', embedding skip' if m.embedding_skip else ''}"
         f"{f', logits soft-capped at {m.logit_softcap:g}' if m.logit_softcap else ''} |",
         f"| parameters | {num_params:,} (token embedding {embedding:,}"
         + (", shared with the output head)" if m.tie_embeddings else ")") + " |",

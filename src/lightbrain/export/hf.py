@@ -58,8 +58,8 @@ def _require_transformers():
     return transformers
 
 
-# The options that decide the family; qk_norm, logit_softcap and value_residual must be off in both, bias and
-# tying may be anything.
+# The options that decide the family; qk_norm, logit_softcap, value_residual and embedding_skip must be off in
+# both, bias and tying may be anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -67,7 +67,7 @@ FAMILIES = {
 FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
-              "both with qk_norm=false, logit_softcap=0 and value_residual=false")
+              "both with qk_norm=false, logit_softcap=0, value_residual=false and embedding_skip=false")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
 
 
@@ -86,6 +86,8 @@ def export_family(config: ModelConfig) -> str:
         extras.append(f"model.logit_softcap={config.logit_softcap} (neither GPT-2 nor Llama caps its logits)")
     if config.value_residual:
         extras.append("model.value_residual=true (neither GPT-2 nor Llama mixes the first layer's values into later ones)")
+    if config.embedding_skip:
+        extras.append("model.embedding_skip=true (neither GPT-2 nor Llama feeds the token embedding to every block)")
     if not extras:
         for family, gap in gaps.items():
             if not gap:

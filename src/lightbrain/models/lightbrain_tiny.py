@@ -6,7 +6,7 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings`, `logit_softcap`, `proj_init` and `value_residual` exist for the CPU speedrun preset and
+`tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual` and `embedding_skip` exist for the CPU speedrun preset and
 change nothing when left at their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
@@ -228,6 +228,11 @@ class LightBrainTiny(nn.Module):
             cos, sin = rope_tables(config.n_embd // config.n_head, config.block_size)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        if config.embedding_skip:
+            # block i reads residual_gain[i] * x + embedding_gain[i] * x0, x0 the token embedding: the plain
+            # model at the start, and a way for late layers to see each token's own identity undiluted
+            self.residual_gain = nn.Parameter(torch.ones(config.n_layer))
+            self.embedding_gain = nn.Parameter(torch.zeros(config.n_layer))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # weight tying: the output head reuses the input embedding (saves vocab x n_embd parameters)
@@ -289,8 +294,11 @@ class LightBrainTiny(nn.Module):
         else:
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
         x = self.transformer.drop(x)
+        x0 = x
         v_first = None
         for i, block in enumerate(self.transformer.h):
+            if self.config.embedding_skip:
+                x = self.residual_gain[i] * x + self.embedding_gain[i] * x0
             if self.config.value_residual and i == 0:
                 x, v_first = block(x, rope, kv_cache, return_values=True)  # its values, for the later layers
             else:

@@ -48,7 +48,11 @@ def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> floa
 
 
 class BatchedMuon(_Muon):
-    """`torch.optim.Muon` (same arguments, same state) that orthogonalises same-shaped matrices together."""
+    """`torch.optim.Muon` (same arguments, same state) that orthogonalises same-shaped matrices together.
+
+    A param group may also say `blocks: k`: each of its matrices is then k matrices stacked by rows
+    (a fused query/key/value weight, k = 3), and each is orthogonalised, and its step sized, on its own.
+    """
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -66,15 +70,20 @@ class BatchedMuon(_Muon):
             momentum = group["momentum"]
             torch._foreach_lerp_(buffers, grads, 1 - momentum)
             updates = torch._foreach_lerp(grads, buffers, momentum) if group["nesterov"] else buffers
+            blocks = group.get("blocks", 1)
+            # each parameter as (blocks, rows / blocks, cols): matrices to orthogonalise, grouped by shape
+            views = [p.view(blocks, -1, p.size(-1)) for p in params]
+            update_views = [u.view(blocks, -1, u.size(-1)) for u in updates]
             by_shape: dict[torch.Size, list[int]] = defaultdict(list)
-            for i, p in enumerate(params):
-                by_shape[p.shape].append(i)
+            for i, v in enumerate(views):
+                by_shape[v.shape[1:]].append(i)
             lr, decay = group["lr"], group["weight_decay"]
+            for p in params:
+                p.mul_(1 - lr * decay)
             for shape, members in by_shape.items():
-                ortho = orthogonalize(torch.stack([updates[i] for i in members]), group["ns_coefficients"],
+                ortho = orthogonalize(torch.cat([update_views[i] for i in members]), group["ns_coefficients"],
                                       group["ns_steps"], group["eps"])
                 step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
                 for row, i in enumerate(members):
-                    params[i].mul_(1 - lr * decay)
-                    params[i].add_(ortho[row], alpha=-step_size)
+                    views[i].add_(ortho[row * blocks:(row + 1) * blocks], alpha=-step_size)
         return loss

@@ -202,7 +202,13 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
             [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
             lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type in ("cuda", "cpu"))  # one pass
-        muon = BatchedMuon(hidden, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
+        groups = [{"params": hidden}]
+        if t.muon_split_qkv:
+            # c_attn stacks the query, key and value weights by rows: BatchedMuon orthogonalises each on its own
+            fused = {id(p) for n, p in model.named_parameters() if n.endswith("attn.c_attn.weight")}
+            groups = [{"params": [p for p in hidden if id(p) not in fused]},
+                      {"params": [p for p in hidden if id(p) in fused], "blocks": 3}]
+        muon = BatchedMuon(groups, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
                            ns_steps=t.muon_ns_steps, adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
     return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
