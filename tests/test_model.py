@@ -1,8 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from lightbrain.config import ModelConfig
-from lightbrain.models.lightbrain_tiny import LightBrainTiny
+from lightbrain.config import ConfigError, ModelConfig
+from lightbrain.models.lightbrain_tiny import ChunkedCrossEntropy, LightBrainTiny
 
 TINY = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 VARIANTS = [
@@ -14,12 +16,22 @@ VARIANTS = [
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention="matmul"),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, embedding_skip=True),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True, value_embedding=True),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention_gate=True),
 ]
 
 
 def tiny_model(**kw) -> LightBrainTiny:
     torch.manual_seed(0)
     return LightBrainTiny(ModelConfig(**{**TINY, **kw})).eval()
+
+
+def option_and_plain(n_layer: int, **option) -> tuple[LightBrainTiny, LightBrainTiny]:
+    """A tiny model with an option on, and the plain model holding the same weights (less the option's own)."""
+    model = tiny_model(n_layer=n_layer, **option)
+    plain = tiny_model(n_layer=n_layer)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    return model, plain
 
 
 def test_seed_config_parameter_count():
@@ -143,7 +155,7 @@ def test_zero_proj_init_starts_each_block_as_the_identity_and_then_learns():
 
 
 def test_value_residual_mixes_the_first_layers_values_into_later_layers():
-    model = tiny_model(value_residual=True, n_layer=3)
+    model, plain = option_and_plain(3, value_residual=True)
     mixes = [getattr(block.attn, "v_mix", None) for block in model.transformer.h]
     assert mixes[0] is None and [m.item() for m in mixes[1:]] == [0.5, 0.5]
     x = torch.randint(0, 97, (2, 8))
@@ -151,8 +163,6 @@ def test_value_residual_mixes_the_first_layers_values_into_later_layers():
     with torch.no_grad():
         for m in mixes[1:]:
             m.fill_(1.0)  # each layer keeps only its own values: the plain model
-    plain = tiny_model(n_layer=3)
-    plain.load_state_dict(model.state_dict(), strict=False)
     torch.testing.assert_close(model(x)[0], plain(x)[0])
     with torch.no_grad():
         mixes[2].fill_(0.0)  # the last layer attends over the first layer's values instead
@@ -164,9 +174,7 @@ def test_value_residual_mixes_the_first_layers_values_into_later_layers():
 
 
 def test_embedding_skip_starts_as_the_plain_model_and_learns_its_gains():
-    model = tiny_model(embedding_skip=True, n_layer=3)
-    plain = tiny_model(n_layer=3)
-    plain.load_state_dict(model.state_dict(), strict=False)
+    model, plain = option_and_plain(3, embedding_skip=True)
     x = torch.randint(0, 97, (2, 8))
     y = torch.roll(x, -1, dims=1)
     torch.testing.assert_close(model(x)[0], plain(x)[0])  # a = 1, b = 0: the plain model
@@ -177,6 +185,110 @@ def test_embedding_skip_starts_as_the_plain_model_and_learns_its_gains():
     _, loss = model(x, y)
     loss.backward()
     assert model.residual_gain.grad.abs().min() > 0 and model.embedding_gain.grad.abs().min() > 0
+
+
+def test_value_embedding_adds_a_learned_row_to_every_layers_values():
+    model, plain = option_and_plain(3, value_embedding=True)
+    assert model.transformer.wve.weight.shape == model.transformer.wte.weight.shape
+    gains = [block.attn.ve_gain for block in model.transformer.h]
+    assert [g.item() for g in gains] == [0.5, 0.5, 0.5]
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.roll(x, -1, dims=1)
+    assert not torch.allclose(model(x)[0], plain(x)[0])
+    with torch.no_grad():
+        for g in gains:
+            g.fill_(0.0)  # no layer adds it: the plain model
+    torch.testing.assert_close(model(x)[0], plain(x)[0])
+    with torch.no_grad():
+        gains[1].fill_(1.0)
+    model.train()
+    _, loss = model(x, y)
+    loss.backward()
+    assert all(g.grad is not None and g.grad.abs() > 0 for g in gains)  # every layer's gain learns
+    rows = model.transformer.wve.weight.grad.abs().sum(dim=1)
+    seen = torch.zeros(97, dtype=torch.bool)
+    seen[x.unique()] = True
+    assert rows[seen].min() > 0 and rows[~seen].max() == 0  # only the tokens seen learn
+
+
+def test_attention_gate_scales_each_attention_output_by_a_learned_sigmoid():
+    model, plain = option_and_plain(2, attention_gate=True)
+    x = torch.randint(0, 97, (2, 8))
+    y = torch.roll(x, -1, dims=1)
+    for block in model.transformer.h:
+        nn.init.zeros_(block.attn.c_gate.weight)
+        nn.init.constant_(block.attn.c_gate.bias, 30.0)  # sigmoid(30) = 1 to float precision: an open gate
+    torch.testing.assert_close(model(x)[0], plain(x)[0])
+    attn = model.transformer.h[0].attn
+    h = torch.randn(2, 8, 32)
+    open_out = attn(h)
+    nn.init.constant_(attn.c_gate.bias, 0.0)  # sigmoid(0) = 1/2 everywhere: half of it, through c_proj
+    torch.testing.assert_close(attn(h) - attn.c_proj.bias, (open_out - attn.c_proj.bias) / 2)
+    model.train()
+    _, loss = model(x, y)
+    loss.backward()
+    assert attn.c_gate.weight.grad.abs().sum() > 0  # a gate off its flat ends learns
+
+
+def test_bigram_embedding_starts_as_the_plain_model_and_reads_each_tokens_predecessor():
+    model, plain = option_and_plain(2, bigram_embedding=64)
+    x = torch.randint(0, 97, (3, 16))
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # the table starts at zero
+    rows = model.bigram_rows(x)
+    assert rows[0, 0] == (97 * 1_000_003 + x[0, 0]) % 64  # the first token's stand-in predecessor, id vocab_size
+    assert rows[1, 5] == (x[1, 4] * 1_000_003 + x[1, 5]) % 64
+    with torch.no_grad():
+        model.transformer.wbe.weight.normal_()
+    logits = model(x)[0]
+    assert not torch.allclose(logits, plain(x)[0])
+    y = x.clone()
+    y[:, 9] = (x[:, 9] + 1) % 97  # a new token at 9 changes the pair at 10 too, and nothing before 9
+    torch.testing.assert_close(model(y)[0][:, :9], logits[:, :9])
+    cache = model.new_kv_cache(3)
+    pieces = [model(x[:, :5], kv_cache=cache)[0]] + [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), logits, atol=1e-5, rtol=1e-5)  # the cache keeps the pair
+    model.train()
+    _, loss = model(x, torch.roll(x, -1, dims=1))
+    loss.backward()
+    grad_rows = model.transformer.wbe.weight.grad.abs().sum(dim=1).nonzero().flatten()
+    assert set(grad_rows.tolist()) == set(rows.flatten().tolist())  # only the pairs seen learn
+    with pytest.raises(ConfigError, match="model.bigram_embedding"):
+        ModelConfig(**{**TINY, "bigram_embedding": -1}).validate()
+
+
+def test_chunked_cross_entropy_gives_the_plain_loss_and_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(29, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 29, (37,))
+    targets[[3, 10, 36]] = -1  # ignored rows, as padding
+    plain = F.cross_entropy(x @ w.t(), targets, ignore_index=-1)
+    gx, gw = torch.autograd.grad(plain * 3, (x, w))
+    for rows in (1, 8, 37, 100):  # chunks that divide the rows, that do not, and one chunk
+        chunked = ChunkedCrossEntropy.apply(x, w, targets, rows)
+        torch.testing.assert_close(chunked, plain)
+        torch.testing.assert_close(torch.autograd.grad(chunked * 3, (x, w)), (gx, gw))
+
+
+def test_model_with_loss_chunk_rows_trains_as_the_plain_model():
+    kw = dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+    chunked, plain = tiny_model(**kw, loss_chunk_rows=5), tiny_model(**kw)
+    x = torch.randint(0, 97, (3, 16))
+    y = torch.roll(x, -1, dims=1)
+    y[0, :4] = -1
+    for model in (chunked, plain):
+        model.train()
+        _, loss = model(x, y, return_logits=False)
+        loss.backward()
+    torch.testing.assert_close(chunked(x, y, return_logits=False)[1], plain(x, y)[1])
+    for (name, a), b in zip(chunked.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    with torch.no_grad():  # no backward to come: the plain loss
+        torch.testing.assert_close(chunked(x, y, return_logits=False)[1], plain(x, y)[1])
+    with pytest.raises(ConfigError, match="model.loss_chunk_rows needs model.logit_softcap=0"):
+        ModelConfig(**{**TINY, "loss_chunk_rows": 8, "logit_softcap": 15.0}).validate()
+    with pytest.raises(ConfigError, match="model.loss_chunk_rows"):
+        ModelConfig(**{**TINY, "loss_chunk_rows": -1}).validate()
 
 
 @pytest.mark.parametrize("kw", [{}, dict(value_residual=True)])

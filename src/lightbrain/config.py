@@ -52,6 +52,18 @@ class ModelConfig:
     # Embedding skip: block i reads a * x + b * x0, x0 the token embedding, with a (from 1) and b (from 0)
     # learned per block. Neither GPT-2 nor Llama has it.
     embedding_skip: bool = False
+    # Value embedding: a second token embedding table, whose row for each token is added to the attention
+    # values of every layer, v = v + g ve, with g learned per layer (from 0.5). Neither GPT-2 nor Llama has it.
+    value_embedding: bool = False
+    # Attention gate: each attention output is multiplied elementwise by sigmoid(W_g x), x the block's normed
+    # input, before the output projection (one more C x C matrix per layer). Neither GPT-2 nor Llama has it.
+    attention_gate: bool = False
+    # > 0: a table of this many rows for (previous token, token) pairs, found by hashing the pair and added to
+    # the token embedding; it starts at zero. Neither GPT-2 nor Llama has it.
+    bigram_embedding: int = 0
+    # > 0: a training step (loss alone, with a backward pass, no soft-cap) computes the output layer and its
+    # loss this many rows at a time, gradients included (ChunkedCrossEntropy): the same loss, less memory traffic
+    loss_chunk_rows: int = 0
 
     def validate(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:
@@ -70,6 +82,13 @@ class ModelConfig:
         _check_choice("model.proj_init", self.proj_init, ("scaled", "zero"))
         if not (self.logit_softcap >= 0.0 and math.isfinite(self.logit_softcap)):
             raise ConfigError(f"model.logit_softcap must be 0 (off) or a positive number, got {self.logit_softcap}")
+        if self.bigram_embedding < 0:
+            raise ConfigError(f"model.bigram_embedding must be 0 (off) or a number of rows, got {self.bigram_embedding}")
+        if self.loss_chunk_rows < 0:
+            raise ConfigError(
+                f"model.loss_chunk_rows must be 0 (off) or a positive number of rows, got {self.loss_chunk_rows}")
+        if self.loss_chunk_rows and self.logit_softcap:
+            raise ConfigError("model.loss_chunk_rows needs model.logit_softcap=0: the chunked loss scores raw logits")
         if self.positional == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError("model.positional=rope needs an even head size (n_embd / n_head)")
 

@@ -58,8 +58,8 @@ def _require_transformers():
     return transformers
 
 
-# The options that decide the family; qk_norm, logit_softcap, value_residual and embedding_skip must be off in
-# both, bias and tying may be anything.
+# The options that decide the family; qk_norm, logit_softcap, value_residual, embedding_skip, value_embedding,
+# attention_gate and bigram_embedding must be off in both, bias and tying may be anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -67,7 +67,8 @@ FAMILIES = {
 FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
-              "both with qk_norm=false, logit_softcap=0, value_residual=false and embedding_skip=false")
+              "both with qk_norm=false, logit_softcap=0, value_residual=false, embedding_skip=false, "
+              "value_embedding=false, attention_gate=false and bigram_embedding=0")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
 
 
@@ -88,6 +89,12 @@ def export_family(config: ModelConfig) -> str:
         extras.append("model.value_residual=true (neither GPT-2 nor Llama mixes the first layer's values into later ones)")
     if config.embedding_skip:
         extras.append("model.embedding_skip=true (neither GPT-2 nor Llama feeds the token embedding to every block)")
+    if config.value_embedding:
+        extras.append("model.value_embedding=true (neither GPT-2 nor Llama adds an embedding to the attention values)")
+    if config.attention_gate:
+        extras.append("model.attention_gate=true (neither GPT-2 nor Llama gates its attention output)")
+    if config.bigram_embedding:
+        extras.append(f"model.bigram_embedding={config.bigram_embedding} (neither GPT-2 nor Llama embeds token pairs)")
     if not extras:
         for family, gap in gaps.items():
             if not gap:

@@ -6,8 +6,9 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual` and `embedding_skip` exist for the CPU
-speedrun preset and change nothing when left at their defaults.
+`tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `value_embedding`,
+`attention_gate` and `bigram_embedding` exist for the CPU speedrun preset and change nothing when left at
+their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
@@ -82,6 +83,7 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0  # number of positions already filled
+        self.last_token: torch.Tensor | None = None  # (B, 1), the newest token: the next one's predecessor
 
     def reset(self) -> None:
         """Forget every position, keeping the allocation (stale entries past `pos` are never read)."""
@@ -110,6 +112,40 @@ def attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropo
     return weights @ v  # (B, nh, T, hs)
 
 
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """The mean cross-entropy of logits x @ weight^T against targets (-1 ignored), a chunk of rows at a time,
+    with both gradients found in the same pass. The (rows, vocab) logits never exist whole, in memory or
+    saved for backward; on 2 CPU cores this takes about a fifth off the output layer's time (docs/experiments.md).
+    Only worth it when a backward pass follows: the model uses it for training losses alone."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+        count = (targets >= 0).sum()
+        losses, x_grads = [], []
+        wide = torch.promote_types(weight.dtype, torch.float32)  # fp32, or fp64 where the weights are
+        weight_grad = torch.zeros(weight.shape, dtype=wide, device=weight.device)
+        for xc, tc in zip(x.split(chunk_rows), targets.split(chunk_rows)):
+            scores = xc @ weight.t()  # (rows, vocab), in the matmul's dtype (bf16 under autocast)
+            logits = scores.to(wide)
+            valid = tc >= 0
+            safe = tc.clamp(min=0)
+            lse = torch.logsumexp(logits, dim=-1)
+            losses.append(((lse - logits.gather(1, safe[:, None]).squeeze(1)) * valid).sum())
+            # d loss / d logits = (softmax - one-hot) / count, for the rows that count
+            grad = torch.exp(logits - lse[:, None])
+            grad.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))
+            grad = (grad * (valid / count)[:, None]).to(scores.dtype)
+            x_grads.append(grad @ weight)
+            weight_grad += (grad.t() @ xc).to(wide)
+        ctx.save_for_backward(torch.cat(x_grads).to(x.dtype), weight_grad.to(weight.dtype))
+        return torch.stack(losses).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        x_grad, weight_grad = ctx.saved_tensors
+        return x_grad * grad_loss, weight_grad * grad_loss, None, None
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0):
         super().__init__()
@@ -128,11 +164,18 @@ class CausalSelfAttention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim)
         if config.value_residual and layer_idx > 0:
             self.v_mix = nn.Parameter(torch.tensor(0.5))  # this layer's share of its own values
+        if config.value_embedding:
+            self.ve_gain = nn.Parameter(torch.tensor(0.5))  # how much of the value embedding this layer adds
+        self.gated = config.attention_gate
+        if config.attention_gate:
+            self.c_gate = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                kv_cache: KVCache | None = None, v_first: torch.Tensor | None = None, return_values: bool = False):
+                kv_cache: KVCache | None = None, v_first: torch.Tensor | None = None, return_values: bool = False,
+                v_embed: torch.Tensor | None = None):
         """x (B, T, C) -> the attention output (B, T, C). With model.value_residual the first layer is also
-        asked for its own values (return_values=True: a pair), which later layers receive as v_first."""
+        asked for its own values (return_values=True: a pair), which later layers receive as v_first.
+        With model.value_embedding, v_embed (B, nh, T, hs) is the value embedding's rows for these tokens."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -147,6 +190,10 @@ class CausalSelfAttention(nn.Module):
             # value residual: later layers keep a learned share of the first layer's values, which carry
             # each token's own content forward however the residual stream has mixed it by then
             v = self.v_mix * v + (1 - self.v_mix) * v_first
+        if v_embed is not None:
+            # value embedding: each token's own learned row in every layer's values, beside what the
+            # layer computes from the (by now mixed) residual stream
+            v = v + self.ve_gain * v_embed
 
         past = 0
         if kv_cache is not None:
@@ -165,6 +212,9 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        if self.gated:
+            # a gate per token and channel, from the same input: attention may say nothing where nothing fits
+            y = y * torch.sigmoid(self.c_gate(x))
         out = self.resid_dropout(self.c_proj(y))
         return (out, own_v) if return_values else out
 
@@ -200,8 +250,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
-                v_first: torch.Tensor | None = None, return_values: bool = False):
-        attended = self.attn(self.ln_1(x), rope, kv_cache, v_first, return_values)
+                v_first: torch.Tensor | None = None, return_values: bool = False, v_embed: torch.Tensor | None = None):
+        attended = self.attn(self.ln_1(x), rope, kv_cache, v_first, return_values, v_embed)
         if return_values:
             attended, v = attended
         x = x + attended  # pre-norm residual
@@ -233,6 +283,10 @@ class LightBrainTiny(nn.Module):
             # model at the start, and a way for late layers to see each token's own identity undiluted
             self.residual_gain = nn.Parameter(torch.ones(config.n_layer))
             self.embedding_gain = nn.Parameter(torch.zeros(config.n_layer))
+        if config.value_embedding:
+            self.transformer["wve"] = nn.Embedding(config.vocab_size, config.n_embd)  # rows added to the values
+        if config.bigram_embedding:
+            self.transformer["wbe"] = nn.Embedding(config.bigram_embedding, config.n_embd)  # hashed token pairs
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # weight tying: the output head reuses the input embedding (saves vocab x n_embd parameters)
@@ -247,6 +301,8 @@ class LightBrainTiny(nn.Module):
                     torch.nn.init.zeros_(p)
                 else:
                     torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.bigram_embedding:
+            torch.nn.init.zeros_(self.transformer.wbe.weight)  # the plain model at the start
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -287,6 +343,8 @@ class LightBrainTiny(nn.Module):
                 "crop it (generate() slides the window for you)"
             )
         x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.bigram_embedding:
+            x = x + self.transformer.wbe(self.bigram_rows(idx, kv_cache))  # what this pair of tokens adds
         rope = None
         if self.config.positional == "learned":
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
@@ -295,19 +353,27 @@ class LightBrainTiny(nn.Module):
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])
         x = self.transformer.drop(x)
         x0 = x
-        v_first = None
+        v_first = v_embed = None
+        if self.config.value_embedding:
+            nh = self.config.n_head
+            v_embed = self.transformer.wve(idx).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
         for i, block in enumerate(self.transformer.h):
             if self.config.embedding_skip:
                 x = self.residual_gain[i] * x + self.embedding_gain[i] * x0
             if self.config.value_residual and i == 0:
-                x, v_first = block(x, rope, kv_cache, return_values=True)  # its values, for the later layers
+                x, v_first = block(x, rope, kv_cache, return_values=True, v_embed=v_embed)  # values for later layers
             else:
-                x = block(x, rope, kv_cache, v_first)
+                x = block(x, rope, kv_cache, v_first, v_embed=v_embed)
         if kv_cache is not None:
             kv_cache.pos += T
+            kv_cache.last_token = idx[:, -1:]
         x = self.transformer.ln_f(x)  # (B, T, C)
 
         if targets is not None:
+            chunk = self.config.loss_chunk_rows
+            if chunk and not return_logits and torch.is_grad_enabled():
+                loss = ChunkedCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(-1), chunk)
+                return None, loss
             logits = self.softcap(self.lm_head(x).float())  # (B, T, vocab), in fp32 for the loss
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
             # Without the logits as an output, torch.compile need not write the (B, T, vocab) fp32 tensor
@@ -316,6 +382,16 @@ class LightBrainTiny(nn.Module):
         if last_only:
             x = x[:, -1:, :]  # only the next token's distribution is needed
         return self.softcap(self.lm_head(x)), None
+
+    def bigram_rows(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Each position's row in the bigram table: a hash of (previous token, token). A window's first token
+        has no predecessor in view (id vocab_size stands in), unless a KV cache holds the one before it."""
+        if kv_cache is not None and kv_cache.pos > 0:
+            first = kv_cache.last_token
+        else:
+            first = torch.full_like(idx[:, :1], self.config.vocab_size)
+        prev = torch.cat([first, idx[:, :-1]], dim=1)
+        return (prev * 1_000_003 + idx) % self.config.bigram_embedding  # a large odd multiplier spreads pairs
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         # a smooth bound on the logits' size, cap * tanh(logits / cap): no token's score can run away early
