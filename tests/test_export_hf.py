@@ -37,6 +37,7 @@ VARIED = TEXTS + ["emoji 😀👍🏽 and CJK 日本語", "x" * 300, "I'M 's 're
 # the speedrun architecture, which exports as LlamaForCausalLM
 LLAMA = dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 SPEEDRUN = Path(__file__).resolve().parents[1] / "configs" / "cpu_speedrun.yaml"
+EXPORTABLE_SPEEDRUN = ["model.value_residual=false", "model.value_embedding=false"]  # how docs/export.md trains it
 
 
 def tiny_config(vocab_size: int, **overrides) -> ModelConfig:
@@ -272,17 +273,18 @@ def test_llama_logits_match_transformers(tmp_path, bpe, options):
     assert_same_logits(model, hf_model, bpe.vocab_size)  # all 32 positions: RoPE agrees everywhere
 
 
-def test_the_speedrun_recipe_as_committed_names_its_value_residual_when_refused(tmp_path, bpe):
+def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(tmp_path, bpe):
     mcfg = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32"]).model
     mcfg.vocab_size = bpe.vocab_size
-    with pytest.raises(ExportError, match="model.value_residual=true"):
+    with pytest.raises(ExportError, match="model.value_residual=true") as refused:
         export_model_hf(random_model(mcfg), bpe, tmp_path / "hf")
+    assert "model.value_embedding=true" in str(refused.value)
 
 
 def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
     # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 128 tokens) with a small vocabulary,
-    # without the value residual, as it is trained for export
-    mcfg = load_config(SPEEDRUN, overrides=["model.value_residual=false"]).model
+    # without the value residual and value embedding, as it is trained for export
+    mcfg = load_config(SPEEDRUN, overrides=EXPORTABLE_SPEEDRUN).model
     mcfg.vocab_size = bpe.vocab_size
     model = random_model(mcfg)
     export_model_hf(model, bpe, tmp_path / "hf")
@@ -305,7 +307,7 @@ def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
 
 def test_llama_cli_round_trip_of_the_speedrun_recipe(tmp_path, bpe):
     config = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
-                                              "model.value_residual=false"])
+                                              *EXPORTABLE_SPEEDRUN])
     config.model.vocab_size = bpe.vocab_size
     ckpt = save_checkpoint(tmp_path / "a.pt", model=random_model(config.model), config=config,
                            tokenizer=bpe.to_dict(), iter_num=3)
