@@ -74,6 +74,7 @@ def test_wrong_type_names_key(tmp_path):
     ("model.logit_softcap=.nan", "logit_softcap must be 0"),
     ("model.attention=flash", "model.attention must be one of"),
     ("train.muon_ns_steps=0", "muon_ns_steps must be from 1 to 99"),
+    ("train.muon_momentum=1", "muon_momentum must be in"),
     ("data.train_repeats=4", "train_repeats must be a mapping"),
     ("data.train_repeats={pubmedq: 4}", "unknown source type 'pubmedq'.*'pubmedqa'"),
     ("data.train_repeats={folder: 2}", "unknown source type 'folder'"),

@@ -99,6 +99,25 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     assert not torch.allclose(steps[1], steps[5])
     cfg.train.muon_ns_steps = 5
 
+    # muon_momentum reaches Muon, and a second step with the same gradient moves further with more momentum
+    moved = {}
+    for momentum in (0.0, 0.95):
+        torch.manual_seed(0)
+        model = LightBrainTiny(cfg.model)
+        cfg.train.muon_momentum = momentum
+        muon = build_optimizer(model, cfg, torch.device("cpu"))[1]
+        assert muon.param_groups[0]["momentum"] == momentum
+        weight = model.transformer.h[0].attn.c_proj.weight
+        grad = torch.linspace(-1, 1, weight.numel()).reshape(weight.shape).sin()
+        weight.grad = grad.clone()
+        muon.step()
+        weight.grad = -grad  # a reversed gradient: with momentum, the first step's direction still counts
+        before = weight.detach().clone()
+        muon.step()
+        moved[momentum] = weight.detach() - before
+    assert not torch.allclose(moved[0.0], moved[0.95], atol=1e-6)
+    cfg.train.muon_momentum = 0.95
+
     # muon_split_qkv puts the fused query/key/value weights in a group whose matrices are three stacked
     cfg.train.muon_split_qkv = True
     model = LightBrainTiny(cfg.model)

@@ -153,6 +153,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | muon (Muon for 2-D hidden weights, AdamW for the rest)
     muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
     muon_ns_steps: int = 5  # with muon: Newton-Schulz iterations that orthogonalise each update (PyTorch's default)
+    muon_momentum: float = 0.95  # with muon: the momentum of its (Nesterov) gradient average (PyTorch's default)
     # with muon: orthogonalise the query, key and value parts of each fused c_attn weight on their own
     # (three C x C matrices) rather than as one 3C x C matrix
     muon_split_qkv: bool = False
@@ -194,6 +195,8 @@ class TrainConfig:
             raise ConfigError(f"train.muon_lr_scale must be positive, got {self.muon_lr_scale}")
         if not 1 <= self.muon_ns_steps < 100:  # torch.optim.Muon refuses 100 or more
             raise ConfigError(f"train.muon_ns_steps must be from 1 to 99, got {self.muon_ns_steps}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError(f"train.muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 turns the average off), got {self.ema_decay}")
         if not 0 < self.decay_fraction <= 1:

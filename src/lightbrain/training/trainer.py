@@ -209,7 +209,8 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
             groups = [{"params": [p for p in hidden if id(p) not in fused]},
                       {"params": [p for p in hidden if id(p) in fused], "blocks": 3}]
         muon = BatchedMuon(groups, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
-                           ns_steps=t.muon_ns_steps, adjust_lr_fn="match_rms_adamw")
+                           ns_steps=t.muon_ns_steps, momentum=t.muon_momentum,
+                           adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
     return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
 
