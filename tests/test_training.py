@@ -83,40 +83,28 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     assert on_adamw == set(names.values()) - on_muon
     assert isinstance(muon, BatchedMuon) and muon.param_groups[0]["ns_steps"] == 5
 
-    # muon_ns_steps reaches Muon, and the number of iterations changes the update it makes
-    steps = {}
-    for ns in (1, 5):
+    def last_muon_step(setting, value, grads):
+        # the change the last of `grads` makes to one matrix, with train.<setting> = value
         torch.manual_seed(0)
         model = LightBrainTiny(cfg.model)
-        cfg.train.muon_ns_steps = ns
+        default = getattr(cfg.train, setting)
+        setattr(cfg.train, setting, value)
         muon = build_optimizer(model, cfg, torch.device("cpu"))[1]
-        assert muon.param_groups[0]["ns_steps"] == ns
-        weight = model.transformer.h[0].attn.c_proj.weight
-        before = weight.detach().clone()
-        weight.grad = torch.linspace(-1, 1, weight.numel()).reshape(weight.shape).sin()
-        muon.step()
-        steps[ns] = weight.detach() - before
-    assert not torch.allclose(steps[1], steps[5])
-    cfg.train.muon_ns_steps = 5
-
-    # muon_momentum reaches Muon, and a second step with the same gradient moves further with more momentum
-    moved = {}
-    for momentum in (0.0, 0.95):
-        torch.manual_seed(0)
-        model = LightBrainTiny(cfg.model)
-        cfg.train.muon_momentum = momentum
-        muon = build_optimizer(model, cfg, torch.device("cpu"))[1]
-        assert muon.param_groups[0]["momentum"] == momentum
+        setattr(cfg.train, setting, default)
+        assert muon.param_groups[0][setting.removeprefix("muon_")] == value
         weight = model.transformer.h[0].attn.c_proj.weight
         grad = torch.linspace(-1, 1, weight.numel()).reshape(weight.shape).sin()
-        weight.grad = grad.clone()
-        muon.step()
-        weight.grad = -grad  # a reversed gradient: with momentum, the first step's direction still counts
-        before = weight.detach().clone()
-        muon.step()
-        moved[momentum] = weight.detach() - before
-    assert not torch.allclose(moved[0.0], moved[0.95], atol=1e-6)
-    cfg.train.muon_momentum = 0.95
+        for sign in grads:
+            before = weight.detach().clone()
+            weight.grad = sign * grad
+            muon.step()
+        return weight.detach() - before
+
+    # muon_ns_steps reaches Muon, and the number of iterations changes the update it makes
+    assert not torch.allclose(last_muon_step("muon_ns_steps", 1, [1]), last_muon_step("muon_ns_steps", 5, [1]))
+    # muon_momentum reaches Muon: after a reversed gradient, the first step's direction still counts with momentum
+    assert not torch.allclose(last_muon_step("muon_momentum", 0.0, [1, -1]),
+                              last_muon_step("muon_momentum", 0.95, [1, -1]), atol=1e-6)
 
     # muon_split_qkv puts the fused query/key/value weights in a group whose matrices are three stacked
     cfg.train.muon_split_qkv = True
