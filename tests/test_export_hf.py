@@ -199,6 +199,7 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     ({**LLAMA, "value_embedding": True}, ["model.value_embedding=true"]),
     ({**LLAMA, "attention_gate": True}, ["model.attention_gate=true"]),
     ({**LLAMA, "bigram_embedding": 64}, ["model.bigram_embedding=64"]),
+    ({**LLAMA, "token_shift": True}, ["model.token_shift=true"]),
     ({"positional": "rope", "mlp": "relu2"}, ["model.positional=rope", "model.norm=layernorm", "model.mlp=relu2"]),
 ])
 def test_refuses_mixed_architectures(tmp_path, bpe, capsys, options, named):

@@ -230,6 +230,20 @@ def test_attention_gate_scales_each_attention_output_by_a_learned_sigmoid():
     assert attn.c_gate.weight.grad.abs().sum() > 0  # a gate off its flat ends learns
 
 
+def causal_and_cached_logits(model: LightBrainTiny, x: torch.Tensor) -> torch.Tensor:
+    """model's logits for x (B, 16), after checking that a new token at 9 (which changes what 10 reads of its
+    predecessor too) changes nothing before 9, and that decoding through a KV cache, which must remember the
+    last token, gives the same logits."""
+    logits = model(x)[0]
+    y = x.clone()
+    y[:, 9] = (x[:, 9] + 1) % model.config.vocab_size
+    torch.testing.assert_close(model(y)[0][:, :9], logits[:, :9])
+    cache = model.new_kv_cache(x.size(0))
+    pieces = [model(x[:, :5], kv_cache=cache)[0]] + [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), logits, atol=1e-5, rtol=1e-5)
+    return logits
+
+
 def test_bigram_embedding_starts_as_the_plain_model_and_reads_each_tokens_predecessor():
     model, plain = option_and_plain(2, bigram_embedding=64)
     x = torch.randint(0, 97, (3, 16))
@@ -239,14 +253,8 @@ def test_bigram_embedding_starts_as_the_plain_model_and_reads_each_tokens_predec
     assert rows[1, 5] == (x[1, 4] * 1_000_003 + x[1, 5]) % 64
     with torch.no_grad():
         model.transformer.wbe.weight.normal_()
-    logits = model(x)[0]
+    logits = causal_and_cached_logits(model, x)
     assert not torch.allclose(logits, plain(x)[0])
-    y = x.clone()
-    y[:, 9] = (x[:, 9] + 1) % 97  # a new token at 9 changes the pair at 10 too, and nothing before 9
-    torch.testing.assert_close(model(y)[0][:, :9], logits[:, :9])
-    cache = model.new_kv_cache(3)
-    pieces = [model(x[:, :5], kv_cache=cache)[0]] + [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), logits, atol=1e-5, rtol=1e-5)  # the cache keeps the pair
     model.train()
     _, loss = model(x, torch.roll(x, -1, dims=1))
     loss.backward()
@@ -254,6 +262,21 @@ def test_bigram_embedding_starts_as_the_plain_model_and_reads_each_tokens_predec
     assert set(grad_rows.tolist()) == set(rows.flatten().tolist())  # only the pairs seen learn
     with pytest.raises(ConfigError, match="model.bigram_embedding"):
         ModelConfig(**{**TINY, "bigram_embedding": -1}).validate()
+
+
+def test_token_shift_starts_as_the_plain_model_and_reads_each_tokens_predecessor():
+    model, plain = option_and_plain(2, token_shift=True)
+    x = torch.randint(0, 97, (3, 16))
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # the gain starts at zero
+    with torch.no_grad():
+        model.shift_gain.normal_()
+    logits = causal_and_cached_logits(model, x)
+    assert not torch.allclose(logits[:, 1:], plain(x)[0][:, 1:])
+    torch.testing.assert_close(logits[:, 0], plain(x)[0][:, 0])  # the first token has no predecessor in view
+    model.train()
+    _, loss = model(x, torch.roll(x, -1, dims=1))
+    loss.backward()
+    assert model.shift_gain.grad.abs().sum() > 0
 
 
 def test_chunked_cross_entropy_gives_the_plain_loss_and_gradients():

@@ -61,6 +61,9 @@ class ModelConfig:
     # > 0: a table of this many rows for (previous token, token) pairs, found by hashing the pair and added to
     # the token embedding; it starts at zero. Neither GPT-2 nor Llama has it.
     bigram_embedding: int = 0
+    # Token shift: each position's input adds a learned per-channel share (from 0) of the previous token's
+    # embedding, so the first layer sees each pair of tokens without attending. Neither GPT-2 nor Llama has it.
+    token_shift: bool = False
     # > 0: a training step (loss alone, with a backward pass, no soft-cap) computes the output layer and its
     # loss this many rows at a time, gradients included (ChunkedCrossEntropy): the same loss, less memory traffic
     loss_chunk_rows: int = 0

@@ -7,7 +7,7 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
 `tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `value_embedding`,
-`attention_gate` and `bigram_embedding` exist for the CPU speedrun preset and change nothing when left at
+`attention_gate`, `bigram_embedding` and `token_shift` exist for the CPU speedrun preset and change nothing when left at
 their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
@@ -288,6 +288,8 @@ class LightBrainTiny(nn.Module):
             self.transformer["wve"] = nn.Embedding(config.vocab_size, config.n_embd)  # rows added to the values
         if config.bigram_embedding:
             self.transformer["wbe"] = nn.Embedding(config.bigram_embedding, config.n_embd)  # hashed token pairs
+        if config.token_shift:
+            self.shift_gain = nn.Parameter(torch.zeros(config.n_embd))  # per channel; the plain model at the start
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # weight tying: the output head reuses the input embedding (saves vocab x n_embd parameters)
@@ -343,9 +345,11 @@ class LightBrainTiny(nn.Module):
                 f"sequence of {start + T} tokens is longer than the model's context of {self.config.block_size}; "
                 "crop it (generate() slides the window for you)"
             )
-        x = self.transformer.wte(idx)  # (B, T, C)
+        x = tok = self.transformer.wte(idx)  # (B, T, C)
         if self.config.bigram_embedding:
             x = x + self.transformer.wbe(self.bigram_rows(idx, kv_cache))  # what this pair of tokens adds
+        if self.config.token_shift:
+            x = x + self.shift_gain * self.previous_embeddings(tok, kv_cache)
         rope = None
         if self.config.positional == "learned":
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
@@ -393,6 +397,15 @@ class LightBrainTiny(nn.Module):
             first = torch.full_like(idx[:, :1], self.config.vocab_size)
         prev = torch.cat([first, idx[:, :-1]], dim=1)
         return (prev * 1_000_003 + idx) % self.config.bigram_embedding  # a large odd multiplier spreads pairs
+
+    def previous_embeddings(self, tok: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Each position's predecessor's token embedding (B, T, C): zeros for a window's first token, unless a
+        KV cache holds the token before it."""
+        if kv_cache is not None and kv_cache.pos > 0:
+            first = self.transformer.wte(kv_cache.last_token)
+        else:
+            first = torch.zeros_like(tok[:, :1])
+        return torch.cat([first, tok[:, :-1]], dim=1)
 
     def softcap(self, logits: torch.Tensor) -> torch.Tensor:
         # a smooth bound on the logits' size, cap * tanh(logits / cap): no token's score can run away early
