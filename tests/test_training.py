@@ -113,7 +113,10 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     split = [g for g in muon.param_groups if g.get("blocks", 1) == 3]
     split_names = {n for n, p in model.named_parameters() if any(p is q for q in split[0]["params"])}
     assert len(split) == 1 and split_names == {n for n in names.values() if n.endswith("attn.c_attn.weight")}
-    cfg.train.muon_split_qkv = False
+    assert not any(g["cautious"] for g in muon.param_groups)
+    cfg.train.muon_cautious_decay = True  # reaches every group, the split one too
+    assert all(g["cautious"] for g in build_optimizer(model, cfg, torch.device("cpu"))[1].param_groups)
+    cfg.train.muon_split_qkv = cfg.train.muon_cautious_decay = False
 
     # muon_lr_scale sets Muon's share of the schedule at every step, AdamW keeps the schedule itself
     scaled = train(tiny_config(tiny_data, tmp_path / "scaled", **{**common, "max_iters": 3, "muon_lr_scale": 0.5}))
@@ -433,6 +436,27 @@ def test_batched_muon_blocks_steps_each_stacked_matrix_as_its_own():
     assert (plain - plain_ref).abs().max() <= 1e-2 * (plain_ref - plain_start).abs().max()
     # orthogonalising the stack as one matrix is a different update
     assert (whole.param_groups[0]["params"][0] - torch.cat(parts)).abs().max() > 0.1 * moved
+
+
+def test_batched_muon_cautious_decay_shrinks_only_what_the_step_shrinks():
+    from lightbrain.training.muon import BatchedMuon
+
+    torch.manual_seed(0)
+    start, grad = torch.randn(24, 16), torch.randn(24, 16)
+    lr, decay = 0.02, 5.0  # a large decay, so its share of the step is plain to see
+
+    def one_step(weight_decay, **group):
+        p = torch.nn.Parameter(start.clone())
+        p.grad = grad.clone()
+        BatchedMuon([{"params": [p], **group}], lr=lr, weight_decay=weight_decay).step()
+        return p.detach()
+
+    undecayed = one_step(0.0)
+    step = start - undecayed  # what the orthogonalised update subtracts
+    agree = step * start > 0  # the step already moves these entries towards zero
+    assert 0.2 < agree.float().mean() < 0.8
+    torch.testing.assert_close(one_step(decay, cautious=True), undecayed - lr * decay * start * agree)
+    torch.testing.assert_close(one_step(decay), undecayed - lr * decay * start)  # plain decay shrinks them all
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():

@@ -157,6 +157,9 @@ class TrainConfig:
     muon_lr_scale: float = 1.0  # with muon: Muon's lr = this x the scheduled lr (AdamW's), at every step
     muon_ns_steps: int = 5  # with muon: Newton-Schulz iterations that orthogonalise each update (PyTorch's default)
     muon_momentum: float = 0.95  # with muon: the momentum of its (Nesterov) gradient average (PyTorch's default)
+    # with muon: cautious weight decay, which shrinks only the entries of each matrix that Muon's step is
+    # already moving towards zero (where the update and the weight share a sign)
+    muon_cautious_decay: bool = False
     # with muon: orthogonalise the query, key and value parts of each fused c_attn weight on their own
     # (three C x C matrices) rather than as one 3C x C matrix
     muon_split_qkv: bool = False

@@ -51,7 +51,9 @@ class BatchedMuon(_Muon):
     """`torch.optim.Muon` (same arguments, same state) that orthogonalises same-shaped matrices together.
 
     A param group may also say `blocks: k`: each of its matrices is then k matrices stacked by rows
-    (a fused query/key/value weight, k = 3), and each is orthogonalised, and its step sized, on its own.
+    (a fused query/key/value weight, k = 3), and each is orthogonalised, and its step sized, on its own;
+    and `cautious: True`: weight decay then shrinks only the entries that the step itself moves towards
+    zero (where the orthogonalised update and the weight share a sign), and leaves the others alone.
     """
 
     @torch.no_grad()
@@ -77,13 +79,18 @@ class BatchedMuon(_Muon):
             by_shape: dict[torch.Size, list[int]] = defaultdict(list)
             for i, v in enumerate(views):
                 by_shape[v.shape[1:]].append(i)
-            lr, decay = group["lr"], group["weight_decay"]
-            for p in params:
-                p.mul_(1 - lr * decay)
+            lr, decay, cautious = group["lr"], group["weight_decay"], group.get("cautious", False)
+            if not cautious:
+                for p in params:
+                    p.mul_(1 - lr * decay)
             for shape, members in by_shape.items():
                 ortho = orthogonalize(torch.cat([update_views[i] for i in members]), group["ns_coefficients"],
                                       group["ns_steps"], group["eps"])
                 step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
                 for row, i in enumerate(members):
-                    views[i].add_(ortho[row * blocks:(row + 1) * blocks], alpha=-step_size)
+                    update = ortho[row * blocks:(row + 1) * blocks]
+                    if cautious and decay:
+                        # the step subtracts the update: where it shares the weight's sign, both shrink it
+                        views[i].sub_(views[i] * (update * views[i] > 0), alpha=lr * decay)
+                    views[i].add_(update, alpha=-step_size)
         return loss

@@ -208,6 +208,8 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
             fused = {id(p) for n, p in model.named_parameters() if n.endswith("attn.c_attn.weight")}
             groups = [{"params": [p for p in hidden if id(p) not in fused]},
                       {"params": [p for p in hidden if id(p) in fused], "blocks": 3}]
+        for group in groups:
+            group["cautious"] = t.muon_cautious_decay
         muon = BatchedMuon(groups, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
                            ns_steps=t.muon_ns_steps, momentum=t.muon_momentum,
                            adjust_lr_fn="match_rms_adamw")
