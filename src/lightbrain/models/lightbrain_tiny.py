@@ -7,8 +7,8 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
 `tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `value_embedding`,
-`attention_gate`, `bigram_embedding` and `token_shift` exist for the CPU speedrun preset and change nothing when left at
-their defaults.
+`attention_gate`, `bigram_embedding` and `token_shift` exist for the CPU speedrun preset and change nothing
+when left at their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
