@@ -1,6 +1,6 @@
 """The command-line arguments that name a recipe, shared by the benchmarks that time one (train_step.py,
 muon_step.py): a config, section.key=value overrides, and the vocabulary size where the recipe takes it
-from prepared data that a benchmark on random tokens does not have."""
+from prepared data that a benchmark on random tokens does not have (and the end-of-text id)."""
 
 from __future__ import annotations
 
@@ -23,4 +23,6 @@ def load_recipe(args: argparse.Namespace, overrides: list[str]):
     cfg = load_config(args.config, overrides=overrides)
     if cfg.model.vocab_size is None:
         cfg.model.vocab_size = args.vocab_size
+    if cfg.model.eot_id is None:
+        cfg.model.eot_id = 0  # the medical BPE's end-of-text id; random tokens hold it now and then
     return cfg

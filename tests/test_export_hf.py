@@ -200,6 +200,7 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     ({**LLAMA, "attention_gate": True}, ["model.attention_gate=true"]),
     ({**LLAMA, "bigram_embedding": 64}, ["model.bigram_embedding=64"]),
     ({**LLAMA, "token_shift": True}, ["model.token_shift=true"]),
+    ({**LLAMA, "document_mask": True, "eot_id": 0}, ["model.document_mask=true"]),
     ({"positional": "rope", "mlp": "relu2"}, ["model.positional=rope", "model.norm=layernorm", "model.mlp=relu2"]),
 ])
 def test_refuses_mixed_architectures(tmp_path, bpe, capsys, options, named):

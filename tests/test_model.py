@@ -279,6 +279,32 @@ def test_token_shift_starts_as_the_plain_model_and_reads_each_tokens_predecessor
     assert model.shift_gain.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+def test_document_mask_keeps_attention_inside_each_document(attention):
+    eot = 5
+    model = tiny_model(positional="rope", attention=attention, document_mask=True, eot_id=eot)
+    plain = tiny_model(positional="rope", attention=attention)  # the same weights: the mask adds none
+    x = torch.randint(6, 97, (3, 16))
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # one document: the plain causal model
+    x[0, 6], x[1, 11], x[2, 3] = eot, eot, eot  # row 2's boundary falls inside the cache's 5-token prefill
+    logits = causal_and_cached_logits(model, x)
+    torch.testing.assert_close(logits[0, :6], plain(x)[0][0, :6])  # nothing before a boundary changes
+    assert not torch.allclose(logits[0, 6:], plain(x)[0][0, 6:])
+    y = x.clone()
+    y[0, :6] = torch.randint(6, 97, (6,))  # a different first document
+    torch.testing.assert_close(model(y)[0][0, 6:], logits[0, 6:])  # the next one cannot see it
+    assert not torch.allclose(plain(y)[0][0, 6:], plain(x)[0][0, 6:])
+    alone = model(x[:1, 6:])[0]  # the second document on its own, from its end-of-text token
+    torch.testing.assert_close(logits[0, 6:], alone[0], atol=1e-5, rtol=1e-5)  # rotary positions: only offsets
+    model.train()
+    _, loss = model(x, torch.roll(x, -1, dims=1))
+    loss.backward()
+    with pytest.raises(ValueError, match="model.eot_id"):
+        tiny_model(document_mask=True)
+    with pytest.raises(ConfigError, match="model.eot_id"):
+        ModelConfig(**{**TINY, "eot_id": 97}).validate()
+
+
 def test_chunked_cross_entropy_gives_the_plain_loss_and_gradients():
     torch.manual_seed(0)
     x = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)

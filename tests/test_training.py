@@ -264,6 +264,17 @@ def test_vocab_smaller_than_data_is_a_config_error(tiny_data, tmp_path):
         train(cfg)
 
 
+def test_eot_id_comes_from_the_data_and_must_agree_with_it(tiny_data, tmp_path):
+    from lightbrain.training.trainer import resolve_model_config
+    meta = json.loads((tiny_data / "meta.json").read_text())
+    cfg = tiny_config(tiny_data, tmp_path)
+    resolve_model_config(cfg, meta)
+    assert cfg.model.eot_id == meta["eot_id"]
+    cfg.model.eot_id = meta["eot_id"] + 1
+    with pytest.raises(ConfigError, match=f"set model.eot_id={meta['eot_id']}"):
+        resolve_model_config(cfg, meta)
+
+
 def test_validation_shorter_than_a_block_is_a_clear_error(tiny_tokenizer, tmp_path):
     docs = tiny_corpus(50)
     data = write_token_dir(tmp_path / "data", docs, ["Short."], tiny_tokenizer)

@@ -77,14 +77,17 @@ def _tiny_model(**options):
     return LightBrainTiny(config).eval()
 
 
-@pytest.mark.parametrize("options", [{}, {"positional": "rope", "qk_norm": True, "norm": "rmsnorm"}])
+@pytest.mark.parametrize("options", [{}, {"positional": "rope", "qk_norm": True, "norm": "rmsnorm"},
+                                     {"positional": "rope", "document_mask": True, "eot_id": 3}])
 def test_attention_maps_are_what_the_model_computes(options):
     model = _tiny_model(**options)
-    idx = torch.randint(0, 64, (11,))
+    idx = torch.randint(4, 64, (11,))
+    idx[4] = 3  # an end-of-text token: with a document mask, the tokens from it on cannot see those before it
     maps = attention_maps(model, idx)
     assert maps.shape == (2, 2, 11, 11)
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 11))
     assert torch.all(maps.triu(diagonal=1) == 0)  # causal: no weight on later tokens
+    assert torch.all(maps[:, :, 4:, :4] == 0) == bool(options.get("document_mask"))
 
     # Rebuild each layer's output from the maps and its values; it must equal the fused SDPA result.
     seen = {}

@@ -64,6 +64,12 @@ class ModelConfig:
     # Token shift: each position's input adds a learned per-channel share (from 0) of the previous token's
     # embedding, so the first layer sees each pair of tokens without attending. Neither GPT-2 nor Llama has it.
     token_shift: bool = False
+    # Document mask: attention stays inside each document of a packed window. A token sees earlier tokens only up
+    # to the nearest end-of-text token, which opens the next document as its first token. Neither GPT-2 nor
+    # Llama has it.
+    document_mask: bool = False
+    # The end-of-text id that separates documents; None means "take it from the prepared data" (meta.json).
+    eot_id: int | None = None
     # > 0: a training step (loss alone, with a backward pass, no soft-cap) computes the output layer and its
     # loss this many rows at a time, gradients included (ChunkedCrossEntropy): the same loss, less memory traffic
     loss_chunk_rows: int = 0
@@ -87,6 +93,9 @@ class ModelConfig:
             raise ConfigError(f"model.logit_softcap must be 0 (off) or a positive number, got {self.logit_softcap}")
         if self.bigram_embedding < 0:
             raise ConfigError(f"model.bigram_embedding must be 0 (off) or a number of rows, got {self.bigram_embedding}")
+        if self.eot_id is not None and (self.eot_id < 0 or (self.vocab_size and self.eot_id >= self.vocab_size)):
+            raise ConfigError(f"model.eot_id must be a token id below model.vocab_size ({self.vocab_size}), "
+                              f"got {self.eot_id}")
         if self.loss_chunk_rows < 0:
             raise ConfigError(
                 f"model.loss_chunk_rows must be 0 (off) or a positive number of rows, got {self.loss_chunk_rows}")

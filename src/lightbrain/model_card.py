@@ -82,6 +82,7 @@ def model_card(config: LightBrainConfig, meta: dict[str, Any], result: dict[str,
         f"{', value embedding' if m.value_embedding else ''}{', attention gate' if m.attention_gate else ''}"
         f"{f', hashed bigram table of {m.bigram_embedding:,} rows' if m.bigram_embedding else ''}"
         f"{', token shift' if m.token_shift else ''}"
+        f"{', attention masked at document ends' if m.document_mask else ''}"
         f"{f', logits soft-capped at {m.logit_softcap:g}' if m.logit_softcap else ''} |",
         f"| parameters | {num_params:,} (token embedding {embedding:,}"
         + (", shared with the output head)" if m.tie_embeddings else ")") + " |",

@@ -59,7 +59,8 @@ def _require_transformers():
 
 
 # The options that decide the family; qk_norm, logit_softcap, value_residual, embedding_skip, value_embedding,
-# attention_gate, bigram_embedding and token_shift must be off in both, bias and tying may be anything.
+# attention_gate, bigram_embedding, token_shift and document_mask must be off in both, bias and tying may be
+# anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -68,7 +69,8 @@ FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
               "both with qk_norm=false, logit_softcap=0, value_residual=false, embedding_skip=false, "
-              "value_embedding=false, attention_gate=false, bigram_embedding=0 and token_shift=false")
+              "value_embedding=false, attention_gate=false, bigram_embedding=0, token_shift=false and "
+              "document_mask=false")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
 
 
@@ -97,6 +99,8 @@ def export_family(config: ModelConfig) -> str:
         extras.append(f"model.bigram_embedding={config.bigram_embedding} (neither GPT-2 nor Llama embeds token pairs)")
     if config.token_shift:
         extras.append("model.token_shift=true (neither GPT-2 nor Llama mixes the previous token's embedding into each input)")
+    if config.document_mask:
+        extras.append("model.document_mask=true (neither GPT-2 nor Llama stops attention at an end-of-text token)")
     if not extras:
         for family, gap in gaps.items():
             if not gap:

@@ -83,6 +83,7 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0  # number of positions already filled
+        self.doc = torch.zeros((batch_size, max_len), dtype=torch.long, device=device)  # model.document_mask
         self.last_token: torch.Tensor | None = None  # (B, 1), the newest token: the next one's predecessor
 
     def reset(self) -> None:
@@ -99,14 +100,16 @@ class KVCache:
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
 
-def attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+def attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
+                        allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention written out: softmax(q k^T / sqrt(head_dim), future masked) v, as SDPA computes it.
     On CPU in bf16 at this model's short context these plain matmuls run faster than PyTorch's CPU
-    flash-attention kernel (docs/experiments.md); model.attention=matmul picks them."""
+    flash-attention kernel (docs/experiments.md); model.attention=matmul picks them. `allowed` (B, 1, T, T),
+    if given, replaces the causal mask (True where a query may see a key)."""
     T = q.size(-2)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    weights = torch.softmax(scores.masked_fill(future, float("-inf")).float(), dim=-1).to(v.dtype)
+    hidden = ~allowed if allowed is not None else torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    weights = torch.softmax(scores.masked_fill(hidden, float("-inf")).float(), dim=-1).to(v.dtype)
     if dropout_p > 0:
         weights = F.dropout(weights, dropout_p)
     return weights @ v  # (B, nh, T, hs)
@@ -173,10 +176,11 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 kv_cache: KVCache | None = None, v_first: torch.Tensor | None = None, return_values: bool = False,
-                v_embed: torch.Tensor | None = None):
+                v_embed: torch.Tensor | None = None, allowed: torch.Tensor | None = None):
         """x (B, T, C) -> the attention output (B, T, C). With model.value_residual the first layer is also
         asked for its own values (return_values=True: a pair), which later layers receive as v_first.
-        With model.value_embedding, v_embed (B, nh, T, hs) is the value embedding's rows for these tokens."""
+        With model.value_embedding, v_embed (B, nh, T, hs) is the value embedding's rows for these tokens.
+        With model.document_mask, allowed (B, 1, T, past + T) says which keys each query may see."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -203,7 +207,9 @@ class CausalSelfAttention(nn.Module):
 
         dropout_p = self.dropout if self.training else 0.0
         if past == 0 and self.by_matmul:
-            y = attention_by_matmul(q, k, v, dropout_p)
+            y = attention_by_matmul(q, k, v, dropout_p, allowed)
+        elif allowed is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
         elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
         elif T == 1:
@@ -251,8 +257,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, rope=None, kv_cache: KVCache | None = None,
-                v_first: torch.Tensor | None = None, return_values: bool = False, v_embed: torch.Tensor | None = None):
-        attended = self.attn(self.ln_1(x), rope, kv_cache, v_first, return_values, v_embed)
+                v_first: torch.Tensor | None = None, return_values: bool = False, v_embed: torch.Tensor | None = None,
+                allowed: torch.Tensor | None = None):
+        attended = self.attn(self.ln_1(x), rope, kv_cache, v_first, return_values, v_embed, allowed)
         if return_values:
             attended, v = attended
         x = x + attended  # pre-norm residual
@@ -266,6 +273,8 @@ class LightBrainTiny(nn.Module):
         config.validate()
         if config.vocab_size is None:
             raise ValueError("model.vocab_size is unset: take it from the prepared data's meta.json first")
+        if config.document_mask and config.eot_id is None:
+            raise ValueError("model.document_mask needs model.eot_id: take it from the prepared data's meta.json first")
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -362,13 +371,14 @@ class LightBrainTiny(nn.Module):
         if self.config.value_embedding:
             nh = self.config.n_head
             v_embed = self.transformer.wve(idx).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+        allowed = self.document_mask(idx, kv_cache) if self.config.document_mask else None
         for i, block in enumerate(self.transformer.h):
             if self.config.embedding_skip:
                 x = self.residual_gain[i] * x + self.embedding_gain[i] * x0
             if self.config.value_residual and i == 0:
-                x, v_first = block(x, rope, kv_cache, return_values=True, v_embed=v_embed)  # values for later layers
+                x, v_first = block(x, rope, kv_cache, return_values=True, v_embed=v_embed, allowed=allowed)
             else:
-                x = block(x, rope, kv_cache, v_first, v_embed=v_embed)
+                x = block(x, rope, kv_cache, v_first, v_embed=v_embed, allowed=allowed)
         if kv_cache is not None:
             kv_cache.pos += T
             kv_cache.last_token = idx[:, -1:]
@@ -397,6 +407,26 @@ class LightBrainTiny(nn.Module):
             first = torch.full_like(idx[:, :1], self.config.vocab_size)
         prev = torch.cat([first, idx[:, :-1]], dim=1)
         return (prev * 1_000_003 + idx) % self.config.bigram_embedding  # a large odd multiplier spreads pairs
+
+    def document_mask(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Which keys each new position may see (B, 1, T, past + T): earlier or the same positions of its own
+        document. Documents are numbered by counting end-of-text tokens, each counted at its own position, so
+        an end-of-text token opens the next document (as a first token, it sees only itself)."""
+        T = idx.size(1)
+        doc = (idx == self.config.eot_id).long().cumsum(dim=1)  # (B, T)
+        past = 0
+        if kv_cache is not None:
+            past = kv_cache.pos
+            if past + T > kv_cache.max_len:
+                raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} used, {T} more asked for")
+            if past > 0:
+                doc = doc + kv_cache.doc[:, past - 1:past]  # continue the numbering of the cached positions
+            kv_cache.doc[:, past:past + T] = doc
+            keys = kv_cache.doc[:, :past + T]
+        else:
+            keys = doc
+        causal = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(diagonal=past)
+        return (causal & (doc[:, :, None] == keys[:, None, :])).unsqueeze(1)
 
     def previous_embeddings(self, tok: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Each position's predecessor's token embedding (B, T, C): zeros for a window's first token, unless a

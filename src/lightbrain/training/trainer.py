@@ -178,7 +178,14 @@ def _weights_finite(model: torch.nn.Module) -> bool:
 
 
 def resolve_model_config(config: LightBrainConfig, meta: dict[str, Any]) -> None:
-    """Fill model.vocab_size from the data's tokenizer, or check the two agree."""
+    """Fill model.vocab_size and model.eot_id from the data's tokenizer, or check they agree with it."""
+    eot = meta.get("eot_id")
+    if config.model.eot_id is None:
+        config.model.eot_id = eot
+    elif eot is not None and config.model.eot_id != eot:
+        raise ConfigError(
+            f"model.eot_id={config.model.eot_id}, but the prepared data's tokenizer ({meta['tokenizer'].get('name')}) "
+            f"ends each document with id {eot}; set model.eot_id={eot} or null")
     vocab = int(meta["vocab_size"])
     if config.model.vocab_size is None:
         config.model.vocab_size = vocab

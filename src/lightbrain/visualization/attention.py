@@ -20,8 +20,10 @@ from lightbrain.models.lightbrain_tiny import CausalSelfAttention, apply_rope
 from lightbrain.visualization.plots import new_figure, save_figure
 
 
-def attention_from_input(attn: CausalSelfAttention, x: torch.Tensor, rope=None) -> torch.Tensor:
-    """Causal attention weights (B, n_head, T, T) of `attn` for its input x (B, T, C); rows sum to 1."""
+def attention_from_input(attn: CausalSelfAttention, x: torch.Tensor, rope=None,
+                         allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention weights (B, n_head, T, T) of `attn` for its input x (B, T, C); rows sum to 1.
+    `allowed` (B, 1, T, T), the model's document mask where it has one, replaces the causal mask."""
     B, T, _ = x.shape
     q, k, _ = attn.c_attn(x).split(attn.n_embd, dim=2)
     q = q.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -31,8 +33,8 @@ def attention_from_input(attn: CausalSelfAttention, x: torch.Tensor, rope=None) 
     if rope is not None:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(attn.head_dim)  # (B, nh, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+    visible = allowed if allowed is not None else torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    return scores.masked_fill(~visible, float("-inf")).softmax(dim=-1)
 
 
 @torch.no_grad()
@@ -57,8 +59,12 @@ def attention_maps(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    maps = [attention_from_input(block.attn, inputs[i][0], inputs[i][1] if len(inputs[i]) > 1 else None)
-            for i, block in enumerate(blocks)]
+    # the arguments Block passes: (x, rope, kv_cache, v_first, return_values, v_embed, allowed)
+    maps = []
+    for i, block in enumerate(blocks):
+        args = inputs[i]
+        maps.append(attention_from_input(block.attn, args[0], args[1] if len(args) > 1 else None,
+                                         args[6] if len(args) > 6 else None))
     return torch.cat(maps).float().cpu()  # (n_layer, nh, T, T)
 
 
