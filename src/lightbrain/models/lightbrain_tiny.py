@@ -7,8 +7,8 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
 `tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `value_embedding`,
-`attention_gate`, `bigram_embedding` and `token_shift` exist for the CPU speedrun preset and change nothing
-when left at their defaults.
+`attention_gate`, `bigram_embedding`, `token_shift` and `document_mask` exist for the CPU speedrun preset and
+change nothing when left at their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
@@ -90,14 +90,27 @@ class KVCache:
         """Forget every position, keeping the allocation (stale entries past `pos` are never read)."""
         self.pos = 0
 
+    def _check_room(self, T: int) -> None:
+        if self.pos + T > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {self.pos} used, {T} more asked for")
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's k, v (B, nh, T, hs) for `layer`; return all keys and values so far."""
         T = k.size(2)
-        if self.pos + T > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; {self.pos} used, {T} more asked for")
+        self._check_room(T)
         self.k[layer, :, :, self.pos:self.pos + T] = k
         self.v[layer, :, :, self.pos:self.pos + T] = v
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
+
+    def update_documents(self, doc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the document numbers (B, T) of this step's tokens, counted from the first new token, after
+        the cached ones; return them continued from the cache, and the numbers of all positions so far."""
+        T = doc.size(1)
+        self._check_room(T)
+        if self.pos > 0:
+            doc = doc + self.doc[:, self.pos - 1:self.pos]
+        self.doc[:, self.pos:self.pos + T] = doc
+        return doc, self.doc[:, :self.pos + T]
 
 
 def attention_by_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
@@ -413,18 +426,11 @@ class LightBrainTiny(nn.Module):
         document. Documents are numbered by counting end-of-text tokens, each counted at its own position, so
         an end-of-text token opens the next document (as a first token, it sees only itself)."""
         T = idx.size(1)
-        doc = (idx == self.config.eot_id).long().cumsum(dim=1)  # (B, T)
+        doc = keys = (idx == self.config.eot_id).long().cumsum(dim=1)  # (B, T)
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
-            if past + T > kv_cache.max_len:
-                raise ValueError(f"KV cache holds {kv_cache.max_len} positions; {past} used, {T} more asked for")
-            if past > 0:
-                doc = doc + kv_cache.doc[:, past - 1:past]  # continue the numbering of the cached positions
-            kv_cache.doc[:, past:past + T] = doc
-            keys = kv_cache.doc[:, :past + T]
-        else:
-            keys = doc
+            doc, keys = kv_cache.update_documents(doc)
         causal = torch.ones(T, past + T, dtype=torch.bool, device=idx.device).tril(diagonal=past)
         return (causal & (doc[:, :, None] == keys[:, None, :])).unsqueeze(1)
 
