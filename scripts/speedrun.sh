@@ -3,7 +3,9 @@
 # 15-minute budget, then score the whole validation split (loss, perplexity, bits per byte).
 #   bash scripts/speedrun.sh                          # ../shared/data, configs/cpu_speedrun.yaml
 #   SOURCE=/path/to/data bash scripts/speedrun.sh train.time_budget_minutes=5
-# Extra section.key=value arguments go to training. Results: logs/speedrun/{train_result,eval}.json.
+#   CONFIG=configs/cpu_speedrun_slow.yaml bash scripts/speedrun.sh   # 192 wide, for slower CPUs
+# Extra section.key=value arguments go to training. Results: {train_result,eval}.json in the
+# recipe's train.log_dir (logs/speedrun/, or logs/speedrun_slow/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 SOURCE=${SOURCE:-../shared/data}
