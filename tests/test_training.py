@@ -105,6 +105,10 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
     # muon_momentum reaches Muon: after a reversed gradient, the first step's direction still counts with momentum
     assert not torch.allclose(last_muon_step("muon_momentum", 0.0, [1, -1]),
                               last_muon_step("muon_momentum", 0.95, [1, -1]), atol=1e-6)
+    # muon_row_norm reaches Muon and changes the update's direction, not its size
+    plain, normed = last_muon_step("muon_row_norm", 0.0, [1]), last_muon_step("muon_row_norm", 0.95, [1])
+    assert not torch.allclose(plain, normed, atol=1e-6)
+    assert normed.norm().item() == pytest.approx(plain.norm().item(), rel=0.02)
 
     # muon_split_qkv puts the fused query/key/value weights in a group whose matrices are three stacked
     cfg.train.muon_split_qkv = True
@@ -468,6 +472,42 @@ def test_batched_muon_cautious_decay_shrinks_only_what_the_step_shrinks():
     assert 0.2 < agree.float().mean() < 0.8
     torch.testing.assert_close(one_step(decay, cautious=True), undecayed - lr * decay * start * agree)
     torch.testing.assert_close(one_step(decay), undecayed - lr * decay * start)  # plain decay shrinks them all
+
+
+def test_batched_muon_row_norm_evens_out_rows_and_keeps_each_matrix_norm():
+    from lightbrain.training.muon import BatchedMuon
+
+    torch.manual_seed(0)
+    start = torch.randn(48, 16)
+    # rows of very different sizes, so the orthogonalised update's rows differ too
+    grads = [torch.randn(48, 16) * torch.linspace(0.1, 3, 48)[:, None],
+             torch.randn(48, 16) * torch.linspace(3, 0.1, 48)[:, None]]
+
+    def run(blocks, row_norm, steps=1):
+        p = torch.nn.Parameter(start.clone())
+        opt = BatchedMuon([{"params": [p], "blocks": blocks, "row_norm": row_norm}], lr=0.02, weight_decay=0.0,
+                          adjust_lr_fn="match_rms_adamw")
+        for grad in grads[:steps]:
+            p.grad = grad.clone()
+            opt.step()
+        return start - p.detach(), opt.state[p]
+
+    for blocks in (1, 3):
+        plain, plain_state = run(blocks, 0.0)
+        normed, state = run(blocks, 0.95)
+        assert set(plain_state) == {"momentum_buffer"}
+        assert state["row_second_moment"].shape == (48, 1) and (state["row_second_moment"] > 0).all()
+        # each stacked matrix keeps the norm Muon gave it ...
+        for a, b in zip(plain.chunk(blocks), normed.chunk(blocks)):
+            assert b.norm().item() == pytest.approx(a.norm().item(), rel=1e-2)
+        # ... and after one step (a fresh average is each row's own mean square) all its rows are one size
+        for matrix in normed.chunk(blocks):
+            row_norms = matrix.norm(dim=1)
+            assert (row_norms.max() / row_norms.min()).item() == pytest.approx(1.0, abs=1e-3)
+        assert plain.norm(dim=1).max() / plain.norm(dim=1).min() > 1.2
+    # later steps divide by the average over steps, so the rows are no longer forced to one size
+    two_steps = run(1, 0.5, steps=2)[0]
+    assert two_steps.norm(dim=1).max() / two_steps.norm(dim=1).min() > 1.05
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():

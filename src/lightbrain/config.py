@@ -172,6 +172,10 @@ class TrainConfig:
     # with muon: orthogonalise the query, key and value parts of each fused c_attn weight on their own
     # (three C x C matrices) rather than as one 3C x C matrix
     muon_split_qkv: bool = False
+    # with muon, > 0: NorMuon's per-neuron normalisation; each row of an orthogonalised update is divided by
+    # the root of a moving average (this is its beta, e.g. 0.95) of the row's mean square, and the matrix is
+    # scaled back to its orthogonalised norm. 0 leaves Muon's updates as they are
+    muon_row_norm: float = 0.0
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
@@ -212,6 +216,8 @@ class TrainConfig:
             raise ConfigError(f"train.muon_ns_steps must be from 1 to 99, got {self.muon_ns_steps}")
         if not 0.0 <= self.muon_momentum < 1.0:
             raise ConfigError(f"train.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if not 0.0 <= self.muon_row_norm < 1.0:
+            raise ConfigError(f"train.muon_row_norm must be in [0, 1) (0 turns it off), got {self.muon_row_norm}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 turns the average off), got {self.ema_decay}")
         if not 0 < self.decay_fraction <= 1:

@@ -8,7 +8,8 @@ matrices took 53 ms instead of 96 (`bench/muon_step.py`; `bench/train_step.py` t
 
 The arithmetic is PyTorch's: momentum and Nesterov, the same quintic coefficients in bfloat16, each
 matrix scaled by its own norm, the same learning-rate adjustment and decoupled weight decay. Only the
-grouping differs, so states and checkpoints are interchangeable with `torch.optim.Muon`'s.
+grouping differs, so states and checkpoints are interchangeable with `torch.optim.Muon`'s (unless a
+group asks for row normalisation, which keeps a second state per matrix).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ class BatchedMuon(_Muon):
     A param group may also say `blocks: k`: each of its matrices is then k matrices stacked by rows
     (a fused query/key/value weight, k = 3), and each is orthogonalised, and its step sized, on its own;
     and `cautious: True`: weight decay then shrinks only the entries that the step itself moves towards
-    zero (where the orthogonalised update and the weight share a sign), and leaves the others alone.
+    zero (where the orthogonalised update and the weight share a sign), and leaves the others alone;
+    and `row_norm: beta` (0 < beta < 1): NorMuon's per-neuron normalisation. Each row of the orthogonalised
+    update is divided by the root of a moving average (with this beta) of its mean square, and the matrix is
+    then scaled back to the orthogonalised update's norm, so rows that keep getting large updates take
+    smaller ones while the step's overall size stays Muon's.
     """
 
     @torch.no_grad()
@@ -86,6 +91,8 @@ class BatchedMuon(_Muon):
             for shape, members in by_shape.items():
                 ortho = orthogonalize(torch.cat([update_views[i] for i in members]), group["ns_coefficients"],
                                       group["ns_steps"], group["eps"])
+                if group.get("row_norm"):
+                    ortho = self._normalize_rows(ortho, [params[i] for i in members], blocks, group["row_norm"])
                 step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
                 for row, i in enumerate(members):
                     update = ortho[row * blocks:(row + 1) * blocks]
@@ -94,3 +101,22 @@ class BatchedMuon(_Muon):
                         views[i].sub_(views[i] * (update * views[i] > 0), alpha=lr * decay)
                     views[i].add_(update, alpha=-step_size)
         return loss
+
+    def _normalize_rows(self, ortho: torch.Tensor, params: list[torch.Tensor], blocks: int,
+                        beta: float) -> torch.Tensor:
+        """Divide each row of a stack of orthogonalised updates by its moving root mean square (kept per
+        parameter in fp32 as `row_second_moment`), then restore each matrix's norm."""
+        moments = []
+        for p in params:
+            state = self.state[p]
+            if "row_second_moment" not in state:
+                state["row_second_moment"] = torch.zeros(p.size(0), 1, dtype=torch.float32, device=p.device)
+            moments.append(state["row_second_moment"].view(blocks, -1, 1))
+        moment = torch.cat(moments)
+        update = ortho.float()
+        moment.lerp_(update.square().mean(dim=-1, keepdim=True), 1 - beta)
+        for stored, new in zip(moments, moment.split(blocks)):
+            stored.copy_(new)
+        normalized = update / (moment.sqrt() + 1e-8)
+        scale = update.norm(dim=(-2, -1), keepdim=True) / normalized.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
+        return normalized * scale

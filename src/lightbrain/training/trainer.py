@@ -217,6 +217,7 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
                       {"params": [p for p in hidden if id(p) in fused], "blocks": 3}]
         for group in groups:
             group["cautious"] = t.muon_cautious_decay
+            group["row_norm"] = t.muon_row_norm
         muon = BatchedMuon(groups, lr=t.learning_rate * t.muon_lr_scale, weight_decay=t.weight_decay,
                            ns_steps=t.muon_ns_steps, momentum=t.muon_momentum,
                            adjust_lr_fn="match_rms_adamw")
