@@ -112,11 +112,9 @@ class BatchedMuon(_Muon):
             if "row_second_moment" not in state:
                 state["row_second_moment"] = torch.zeros(p.size(0), 1, dtype=torch.float32, device=p.device)
             moments.append(state["row_second_moment"].view(blocks, -1, 1))
-        moment = torch.cat(moments)
         update = ortho.float()
-        moment.lerp_(update.square().mean(dim=-1, keepdim=True), 1 - beta)
-        for stored, new in zip(moments, moment.split(blocks)):
-            stored.copy_(new)
+        torch._foreach_lerp_(moments, list(update.square().mean(dim=-1, keepdim=True).split(blocks)), 1 - beta)
+        moment = torch.cat(moments)
         normalized = update / (moment.sqrt() + 1e-8)
         scale = update.norm(dim=(-2, -1), keepdim=True) / normalized.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-12)
         return normalized * scale
