@@ -80,6 +80,10 @@ def test_wrong_type_names_key(tmp_path):
     ("data.train_repeats={folder: 2}", "unknown source type 'folder'"),
     ("data.train_repeats={pubmedqa: 0}", "train_repeats.pubmedqa must be a whole number"),
     ("data.train_repeats={pubmedqa: 1.5}", "train_repeats.pubmedqa must be a whole number"),
+    ("train.anneal_fraction=1", "anneal_fraction must be in"),
+    ("train.anneal_fraction=0.3", "anneal_repeats is empty"),
+    ("train.anneal_repeats={mts_dialogue: 4}", "anneal_repeats: unknown source type 'mts_dialogue'.*'mts_dialog'"),
+    ("train.anneal_repeats={pubmedqa: 0}", "anneal_repeats.pubmedqa must be a whole number"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -305,6 +305,64 @@ def test_sampler_covers_each_window_once_per_epoch_and_shards_ranks():
     assert np.array_equal(s2.next_starts(), nxt)
 
 
+def test_sampler_anneal_repeats_a_stretch_each_epoch_and_resumes():
+    import numpy as np
+
+    tokens = np.arange(8 * 20 + 1)  # 20 windows of 8, no offset
+    s = BatchSampler(tokens, block_size=8, batch_size=2, seed=5)
+    s.next_starts()
+    s.set_repeats([(0, 40, 3)])  # the first 5 windows three times each: 30 draws an epoch
+    assert s.epoch == 1 and s.position == 0
+    drawn = np.concatenate([s.next_starts() for _ in range(15)])
+    counts = {int(v): int(n) for v, n in zip(*np.unique(drawn, return_counts=True))}
+    assert counts == {start: 3 if start < 40 else 1 for start in range(0, 160, 8)}
+    assert s.epoch == 1
+    state = s.state_dict()
+    following = [s.next_starts() for _ in range(15)]  # the next epoch is weighted too
+    assert s.epoch == 2 and sum(int((b < 40).sum()) for b in following) == 15
+    again = BatchSampler(tokens, 8, 2, seed=5)
+    again.load_state_dict(state)
+    assert again.repeats == [(0, 40, 3)]
+    assert all(np.array_equal(a, b) for a, b in zip((again.next_starts() for _ in range(15)), following))
+
+
+def _data_with_sources(tiny_data, tmp_path):
+    """tiny_data, its train split mapped as two sources: pubmedqa (the first fifth) then medquad."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    meta = json.loads((data / "meta.json").read_text())
+    train_split = meta["splits"]["train"]
+    first = train_split["tokens"] // 5
+    train_split["sources"] = [
+        {"type": "pubmedqa", "source": 0, "documents": 1, "tokens": first, "bytes": 1, "copies": 1},
+        {"type": "medquad", "source": 1, "documents": 1, "tokens": train_split["tokens"] - first, "bytes": 1,
+         "copies": 1}]
+    (data / "meta.json").write_text(json.dumps(meta))
+    return data, first
+
+
+def test_anneal_weights_sources_late_in_training_and_resumes_exactly(tiny_data, tmp_path):
+    data, first = _data_with_sources(tiny_data, tmp_path)
+    common = dict(max_iters=20, lr_decay_iters=20, eval_interval=5, anneal_fraction=0.4,
+                  anneal_repeats="{pubmedqa: 4}")
+    full = train(tiny_config(data, tmp_path / "full", **common))
+    assert "iter 12: anneal begins, windows from pubmedqa x4" in (tmp_path / "full/logs/training.log").read_text()
+    assert load_checkpoint(full.last_checkpoint)["sampler"]["repeats"] == [[0, first, 4]]
+    # stopped before the anneal and resumed through it, or stopped inside it and resumed
+    for stop in (10, 15):
+        out = tmp_path / f"resumed_{stop}"
+        train(tiny_config(data, out, **{**common, "max_iters": stop}))
+        resumed = train(tiny_config(data, out, **common), resume=True)
+        assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
+    # without a map of the train split by source, the anneal has nothing to weight: a clear error
+    with pytest.raises(TrainingError, match=r"meta\.json does not map the train split by source"):
+        train(tiny_config(tiny_data, tmp_path / "unmapped", **common))
+    with pytest.raises(TrainingError, match="anneal_repeats names mts_dialog, but the train split"):
+        train(tiny_config(data, tmp_path / "absent", **{**common, "anneal_repeats": "{mts_dialog: 2}"}))
+
+
 def test_lr_schedule_warmup_cosine_floor():
     from lightbrain.config import TrainConfig
 

@@ -128,15 +128,22 @@ class DataConfig:
             raise ConfigError(f"data.validation_one_in must be at least 2, got {self.validation_one_in}")
         if not self.sources:
             raise ConfigError("data.sources is empty: name at least one source (see docs/data.md)")
-        from lightbrain.data.sources import SOURCE_TYPES
+        _check_source_counts("data.train_repeats", self.train_repeats)
 
-        kinds = [k for k in SOURCE_TYPES if k != "folder"]  # a folder is read as the sources inside it
-        for kind, times in self.train_repeats.items():
-            if kind not in kinds:
-                raise ConfigError(f"data.train_repeats: unknown source type {kind!r}{_nearest(str(kind), kinds)}; "
-                                  f"expected one of {', '.join(kinds)}")
-            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-                raise ConfigError(f"data.train_repeats.{kind} must be a whole number of copies, 1 or more, got {times!r}")
+
+def _check_source_counts(key: str, counts: dict[str, int]) -> None:
+    """A {source type: n} mapping: known source types, whole numbers of copies from 1."""
+    from lightbrain.data.sources import SOURCE_TYPES
+
+    if not isinstance(counts, dict):
+        raise ConfigError(f"{key} must be a mapping of source type to a number of copies, got {counts!r}")
+    kinds = [k for k in SOURCE_TYPES if k != "folder"]  # a folder is read as the sources inside it
+    for kind, times in counts.items():
+        if kind not in kinds:
+            raise ConfigError(f"{key}: unknown source type {kind!r}{_nearest(str(kind), kinds)}; "
+                              f"expected one of {', '.join(kinds)}")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ConfigError(f"{key}.{kind} must be a whole number of copies, 1 or more, got {times!r}")
 
 
 @dataclass
@@ -176,6 +183,12 @@ class TrainConfig:
     # the root of a moving average (this is its beta, e.g. 0.95) of the row's mean square, and the matrix is
     # scaled back to its orthogonalised norm. 0 leaves Muon's updates as they are
     muon_row_norm: float = 0.0
+    # > 0: the final fraction of training (counted as the lr schedule counts it: steps, or the time budget)
+    # in which batches are drawn with anneal_repeats, e.g. to weight up small sources as the rate decays
+    anneal_fraction: float = 0.0
+    # {source type: n}: during the anneal, each window starting in that source's stretch of the train split
+    # appears n times per epoch, e.g. {pubmedqa: 4, mts_dialog: 4}; other sources' windows appear once
+    anneal_repeats: dict[str, int] = field(default_factory=dict)
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
@@ -220,6 +233,12 @@ class TrainConfig:
             raise ConfigError(f"train.muon_row_norm must be in [0, 1) (0 turns it off), got {self.muon_row_norm}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 turns the average off), got {self.ema_decay}")
+        if not 0.0 <= self.anneal_fraction < 1.0:
+            raise ConfigError(f"train.anneal_fraction must be in [0, 1) (0 turns the anneal off), got {self.anneal_fraction}")
+        _check_source_counts("train.anneal_repeats", self.anneal_repeats)
+        if self.anneal_fraction > 0 and not self.anneal_repeats:
+            raise ConfigError("train.anneal_fraction is set but train.anneal_repeats is empty: name the sources to "
+                              "weight up, e.g. train.anneal_repeats='{pubmedqa: 4}'")
         if not 0 < self.decay_fraction <= 1:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))

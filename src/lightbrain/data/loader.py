@@ -4,6 +4,9 @@ Training reads non-overlapping windows of block_size + 1 tokens in a shuffled or
 epoch, without replacement, and each DDP rank takes its own share of every epoch. The sampler's
 whole state is two integers (epoch, position), so a resumed run sees exactly the batches the
 interrupted one would have seen.
+
+An anneal (`BatchSampler.set_repeats`) weights sources for the rest of a run: from then on each epoch
+holds every window of a named stretch of the file n times, in one shuffled order.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class BatchSampler:
         self.overlapping = n_windows < batch_size * world_size
         self.epoch = 0
         self.position = 0
+        self.repeats: list[tuple[int, int, int]] = []  # (start, end, n): windows starting there appear n times
         self._order = self._epoch_order()
 
     def _epoch_order(self) -> np.ndarray:
@@ -57,6 +61,11 @@ class BatchSampler:
                 offset = 0  # the offset would cost the one window that makes a whole batch: keep every window
             n = (len(self.tokens) - 1 - offset) // self.block_size
             starts = offset + rng.permutation(n) * self.block_size
+            if self.repeats:
+                counts = np.ones(len(starts), dtype=np.int64)
+                for lo, hi, times in self.repeats:
+                    counts[(starts >= lo) & (starts < hi)] = times
+                starts = rng.permutation(np.repeat(starts, counts))
         usable = len(starts) - len(starts) % (self.batch_size * self.world_size)
         return starts[:usable][self.rank::self.world_size]
 
@@ -69,16 +78,26 @@ class BatchSampler:
         self.position += self.batch_size
         return starts
 
+    def set_repeats(self, repeats: list[tuple[int, int, int]]) -> None:
+        """From the next batch on, windows starting in [start, end) appear n times per epoch, for each
+        (start, end, n); a new epoch begins at once. Overlapping-window sampling ignores this."""
+        self.repeats = [(int(lo), int(hi), int(n)) for lo, hi, n in repeats]
+        self.epoch += 1
+        self.position = 0
+        self._order = self._epoch_order()
+
     def next_batch(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         return windows_to_batch(self.tokens, self.next_starts(), self.block_size, device)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "repeats": [list(r) for r in self.repeats]}
 
     def load_state_dict(self, state: dict) -> None:
         self.seed = int(state.get("seed", self.seed))
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+        self.repeats = [tuple(int(v) for v in r) for r in state.get("repeats", [])]
         self._order = self._epoch_order()
 
 

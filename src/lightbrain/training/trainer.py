@@ -27,11 +27,12 @@ from lightbrain.config import ConfigError, LightBrainConfig
 from lightbrain.data.loader import BatchSampler, DataTooSmallError
 from lightbrain.data.token_files import open_split, read_meta
 from lightbrain.data.tokenizers import load_data_tokenizer
+from lightbrain.evaluation.language_modeling import source_segments
 from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
 from lightbrain.training.muon import BatchedMuon
 from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, pick_device,
-                                      pick_dtype)
+                                      pick_dtype, schedule_progress)
 from lightbrain.training.weight_average import WeightAverage, restore_trained_weights
 
 log = logging.getLogger("lightbrain.train")
@@ -196,6 +197,23 @@ def resolve_model_config(config: LightBrainConfig, meta: dict[str, Any]) -> None
         )
 
 
+def anneal_ranges(meta: dict[str, Any], repeats: dict[str, int], data_dir: str) -> list[tuple[int, int, int]]:
+    """Where train.anneal_repeats' sources lie in the train split, as (start, end, n) for the sampler."""
+    split = meta["splits"]["train"]
+    segments = source_segments(split)
+    if not segments:
+        raise TrainingError(
+            f"{data_dir}/meta.json does not map the train split by source (data prepared with data.train_repeats, "
+            "or before per-source counts were recorded), so train.anneal_repeats cannot find its sources: "
+            "prepare the data again without data.train_repeats")
+    types = [entry["type"] for entry in split["sources"]]
+    missing = sorted(set(repeats) - set(types))
+    if missing:
+        raise TrainingError(f"train.anneal_repeats names {', '.join(missing)}, but the train split in {data_dir} "
+                            f"holds only {', '.join(sorted(set(types)))}")
+    return [(seg["start"], seg["end"], repeats[kind]) for seg, kind in zip(segments, types) if kind in repeats]
+
+
 def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
     t = config.train
     if t.optimizer == "muon":
@@ -271,6 +289,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
         log.warning("the train split holds %d windows of %d tokens, fewer than one batch of %d x %d processes: "
                     "batches are random overlapping windows, so epochs repeat text", sampler.n_windows, block + 1,
                     t.batch_size, ddp.world_size)
+    anneal = anneal_ranges(meta, t.anneal_repeats, data_dir) if t.anneal_fraction > 0 else []
     if ddp.is_main:
         for stale in remove_stale_temps(best_path) + remove_stale_temps(last_path):
             log.info("removed %s, left by a run killed while writing a checkpoint", stale)
@@ -448,6 +467,11 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             for opt, scale in zip(optimizers, lr_scales):
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
+            if anneal and not sampler.repeats and schedule_progress(iter_num, t, time_fraction) >= 1 - t.anneal_fraction:
+                sampler.set_repeats(anneal)  # part of the sampler's state, so a resumed run stays annealed
+                if ddp.is_main:
+                    log.info("iter %d: anneal begins, windows from %s", iter_num,
+                             ", ".join(f"{k} x{n}" for k, n in t.anneal_repeats.items()))
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
                 x, y = sampler.next_batch(device)

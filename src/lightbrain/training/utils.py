@@ -80,6 +80,13 @@ def get_lr(it: int, config: TrainConfig, time_fraction: float | None = None) -> 
     return min_lr + coeff * (lr - min_lr)
 
 
+def schedule_progress(it: int, config: TrainConfig, time_fraction: float | None = None) -> float:
+    """How far along its schedule a run is, from 0 to 1: steps out of lr_decay_iters (default max_iters),
+    or the fraction of the time budget used, whichever is further."""
+    ratio = it / max(1, config.lr_decay_iters or config.max_iters)
+    return min(1.0, max(ratio, time_fraction or 0.0))
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     if requested != "auto":
         device = torch.device(requested)
