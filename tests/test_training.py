@@ -359,8 +359,14 @@ def test_anneal_weights_sources_late_in_training_and_resumes_exactly(tiny_data, 
     # without a map of the train split by source, the anneal has nothing to weight: a clear error
     with pytest.raises(TrainingError, match=r"meta\.json does not map the train split by source"):
         train(tiny_config(tiny_data, tmp_path / "unmapped", **common))
-    with pytest.raises(TrainingError, match="anneal_repeats names mts_dialog, but the train split"):
-        train(tiny_config(data, tmp_path / "absent", **{**common, "anneal_repeats": "{mts_dialog: 2}"}))
+    # a named source the data lacks (a recipe's anneal on other data) is skipped with a warning, not an error
+    train(tiny_config(data, tmp_path / "partly", **{**common, "anneal_repeats": "{pubmedqa: 4, mts_dialog: 2}"}))
+    log = (tmp_path / "partly/logs/training.log").read_text()
+    assert "names mts_dialog, but the train split" in log and "those weights are skipped" in log
+    assert "iter 12: anneal begins, windows from pubmedqa x4\n" in log
+    train(tiny_config(data, tmp_path / "absent", **{**common, "anneal_repeats": "{mts_dialog: 2}"}))
+    log = (tmp_path / "absent/logs/training.log").read_text()
+    assert "the anneal is off" in log and "anneal begins" not in log
 
 
 def test_lr_schedule_warmup_cosine_floor():

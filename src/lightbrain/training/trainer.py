@@ -197,8 +197,10 @@ def resolve_model_config(config: LightBrainConfig, meta: dict[str, Any]) -> None
         )
 
 
-def anneal_ranges(meta: dict[str, Any], repeats: dict[str, int], data_dir: str) -> list[tuple[int, int, int]]:
-    """Where train.anneal_repeats' sources lie in the train split, as (start, end, n) for the sampler."""
+def anneal_ranges(meta: dict[str, Any], repeats: dict[str, int],
+                  data_dir: str) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """Where train.anneal_repeats' sources lie in the train split, as (start, end, n) for the sampler, and the
+    named sources the split does not hold (skipped: a recipe's anneal should not stop a run on other data)."""
     split = meta["splits"]["train"]
     segments = source_segments(split)
     if not segments:
@@ -208,10 +210,7 @@ def anneal_ranges(meta: dict[str, Any], repeats: dict[str, int], data_dir: str) 
             "prepare the data again without data.train_repeats")
     types = [entry["type"] for entry in split["sources"]]
     missing = sorted(set(repeats) - set(types))
-    if missing:
-        raise TrainingError(f"train.anneal_repeats names {', '.join(missing)}, but the train split in {data_dir} "
-                            f"holds only {', '.join(sorted(set(types)))}")
-    return [(seg["start"], seg["end"], repeats[kind]) for seg, kind in zip(segments, types) if kind in repeats]
+    return [(seg["start"], seg["end"], repeats[kind]) for seg, kind in zip(segments, types) if kind in repeats], missing
 
 
 def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
@@ -289,7 +288,12 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
         log.warning("the train split holds %d windows of %d tokens, fewer than one batch of %d x %d processes: "
                     "batches are random overlapping windows, so epochs repeat text", sampler.n_windows, block + 1,
                     t.batch_size, ddp.world_size)
-    anneal = anneal_ranges(meta, t.anneal_repeats, data_dir) if t.anneal_fraction > 0 else []
+    anneal, unannealed = anneal_ranges(meta, t.anneal_repeats, data_dir) if t.anneal_fraction > 0 else ([], [])
+    annealed = {kind: n for kind, n in t.anneal_repeats.items() if kind not in unannealed}
+    if unannealed and ddp.is_main:
+        log.warning("train.anneal_repeats names %s, but the train split in %s holds none of its documents: %s",
+                    ", ".join(unannealed), data_dir,
+                    "those weights are skipped" if anneal else "there is nothing to anneal, so the anneal is off")
     if ddp.is_main:
         for stale in remove_stale_temps(best_path) + remove_stale_temps(last_path):
             log.info("removed %s, left by a run killed while writing a checkpoint", stale)
@@ -471,7 +475,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 sampler.set_repeats(anneal)  # part of the sampler's state, so a resumed run stays annealed
                 if ddp.is_main:
                     log.info("iter %d: anneal begins, windows from %s", iter_num,
-                             ", ".join(f"{k} x{n}" for k, n in t.anneal_repeats.items()))
+                             ", ".join(f"{k} x{n}" for k, n in annealed.items()))
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
                 x, y = sampler.next_batch(device)
