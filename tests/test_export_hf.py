@@ -284,14 +284,14 @@ def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(t
 
 
 def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
-    # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 128 tokens) with a small vocabulary,
+    # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 256 tokens) with a small vocabulary,
     # without the value residual and value embedding, as it is trained for export
     mcfg = load_config(SPEEDRUN, overrides=EXPORTABLE_SPEEDRUN).model
     mcfg.vocab_size = bpe.vocab_size
     model = random_model(mcfg)
     export_model_hf(model, bpe, tmp_path / "hf")
     hf_model, _ = hf_load(tmp_path / "hf")
-    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 128
+    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 256
     assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 
 
