@@ -84,10 +84,20 @@ def test_wrong_type_names_key(tmp_path):
     ("train.anneal_fraction=0.3", "anneal_repeats is empty"),
     ("train.anneal_repeats={mts_dialogue: 4}", "anneal_repeats: unknown source type 'mts_dialogue'.*'mts_dialog'"),
     ("train.anneal_repeats={pubmedqa: 0}", "anneal_repeats.pubmedqa must be a whole number"),
+    ("train.short_window=-1", "short_window must be >= 0"),
+    ("train.short_window=64", "short_window_fraction is 0"),
+    ("train.short_window_fraction=1", "short_window_fraction must be in"),
 ])
 def test_invalid_values_rejected(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(CONFIGS / "training_config.yaml", overrides=[override])
+
+
+@pytest.mark.parametrize("short", [48, 128, 256])
+def test_short_window_must_cut_the_context_into_equal_pieces(short):
+    with pytest.raises(ConfigError, match=rf"train.short_window \({short}\) must divide model.block_size \(128\)"):
+        load_config(CONFIGS / "training_config.yaml", overrides=["model.block_size=128", f"train.short_window={short}",
+                                                                  "train.short_window_fraction=0.5"])
 
 
 def test_inherit_cycle_and_missing_file(tmp_path):

@@ -369,6 +369,36 @@ def test_anneal_weights_sources_late_in_training_and_resumes_exactly(tiny_data, 
     assert "the anneal is off" in log and "anneal begins" not in log
 
 
+def test_short_windows_cut_the_same_batches_early_and_resume_exactly(tiny_data, tmp_path, monkeypatch):
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+
+    seen = []
+    forward = LightBrainTiny.forward
+
+    def recording_forward(self, idx, *args, **kwargs):
+        if self.training:
+            seen.append(idx.clone())
+        return forward(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(LightBrainTiny, "forward", recording_forward)
+    common = dict(max_iters=10, lr_decay_iters=10, eval_interval=5)
+    train(tiny_config(tiny_data, tmp_path / "plain", **common))
+    plain, seen[:] = list(seen), []
+    full = train(tiny_config(tiny_data, tmp_path / "short", short_window=8, short_window_fraction=0.4, **common))
+    # the first 40% of steps read each 32-token window as four of 8 tokens, then whole windows: the same tokens
+    assert [tuple(x.shape) for x in seen] == [(16, 8)] * 4 + [(4, 32)] * 6
+    for short, whole in zip(seen, plain):
+        assert torch.equal(short.reshape(whole.shape), whole)
+    log = (tmp_path / "short/logs/training.log").read_text()
+    assert "iter 0: training on windows of 8 tokens until 40% of training" in log
+    assert "iter 4: training on windows of 32 tokens\n" in log
+    # stopped while windows are short and resumed through the switch
+    out = tmp_path / "resumed"
+    train(tiny_config(tiny_data, out, short_window=8, short_window_fraction=0.4, **{**common, "max_iters": 2}))
+    resumed = train(tiny_config(tiny_data, out, short_window=8, short_window_fraction=0.4, **common), resume=True)
+    assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
+
+
 def test_lr_schedule_warmup_cosine_floor():
     from lightbrain.config import TrainConfig
 

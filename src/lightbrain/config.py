@@ -189,6 +189,11 @@ class TrainConfig:
     # {source type: n}: during the anneal, each window starting in that source's stretch of the train split
     # appears n times per epoch, e.g. {pubmedqa: 4, mts_dialog: 4}; other sources' windows appear once
     anneal_repeats: dict[str, int] = field(default_factory=dict)
+    # > 0: for the first short_window_fraction of training (counted as the anneal counts it), each batch's
+    # windows of model.block_size tokens are cut into windows of this many tokens: a step holds the same tokens
+    # and takes less time (attention spans less), and the model still learns its full context at the end
+    short_window: int = 0
+    short_window_fraction: float = 0.0
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
@@ -239,6 +244,13 @@ class TrainConfig:
         if self.anneal_fraction > 0 and not self.anneal_repeats:
             raise ConfigError("train.anneal_fraction is set but train.anneal_repeats is empty: name the sources to "
                               "weight up, e.g. train.anneal_repeats='{pubmedqa: 4}'")
+        if self.short_window < 0:
+            raise ConfigError(f"train.short_window must be >= 0 (0 turns it off), got {self.short_window}")
+        if not 0.0 <= self.short_window_fraction < 1.0:
+            raise ConfigError(f"train.short_window_fraction must be in [0, 1), got {self.short_window_fraction}")
+        if self.short_window and not self.short_window_fraction:
+            raise ConfigError(f"train.short_window is {self.short_window} but train.short_window_fraction is 0: "
+                              "say for what fraction of training to use it, e.g. train.short_window_fraction=0.5")
         if not 0 < self.decay_fraction <= 1:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
@@ -260,6 +272,10 @@ class LightBrainConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
+        short, block = self.train.short_window, self.model.block_size
+        if short and (short >= block or block % short):
+            raise ConfigError(f"train.short_window ({short}) must divide model.block_size ({block}) and be smaller "
+                              f"than it, e.g. {block // 2}: each window of the context is cut into short ones")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -335,7 +335,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
         if unavailable:
             log.warning("train.compile=true ignored, training without compiling: %s", unavailable)
         else:
-            model = torch.compile(model)
+            model = torch.compile(model, dynamic=False)  # train.short_window: one static graph per window length
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -422,6 +422,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]")
     skipped_in_a_row = 0
     loss_value = None
+    last_window = None
 
     def should_stop() -> tuple[str | None, float | None]:
         """Why to stop now, if at all, and the fraction of the time budget used (None without one).
@@ -476,9 +477,17 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 if ddp.is_main:
                     log.info("iter %d: anneal begins, windows from %s", iter_num,
                              ", ".join(f"{k} x{n}" for k, n in annealed.items()))
+            short = t.short_window and schedule_progress(iter_num, t, time_fraction) < t.short_window_fraction
+            window = t.short_window if short else block
+            if window != last_window and t.short_window and ddp.is_main:
+                log.info("iter %d: training on windows of %d tokens%s", iter_num, window,
+                         f" until {t.short_window_fraction:.0%} of training" if short else "")
+            last_window = window
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
                 x, y = sampler.next_batch(device)
+                if short:  # consecutive pieces of each window: the same tokens, and no piece sees its predecessor
+                    x, y = x.reshape(-1, window), y.reshape(-1, window)
                 sync = not ddp.enabled or micro == micro_steps - 1
                 with (nullcontext() if sync else model.no_sync()), ctx:
                     _, loss = model(x, y, return_logits=False)
