@@ -4,6 +4,7 @@
     python bench/train_step.py --return-logits                   # as before the trainer asked for the loss alone
     python bench/train_step.py --profile train.muon_ns_steps=3   # plus the operators that took the time
     python bench/train_step.py --against "model.n_head=8"        # two versions timed in turn, one process
+    python bench/train_step.py --short                           # a step of the run's first part (short_window)
 
 Prints the first step's time (which includes compiling), the median of the next --steps steps, and
 training tokens per second. A machine's speed can drift by several percent over minutes, so compare two
@@ -31,6 +32,8 @@ def main() -> int:
     parser.add_argument("--return-logits", action="store_true", help="ask the model for the logits too")
     parser.add_argument("--eager", action="store_true", help="do not compile, whatever the recipe says")
     parser.add_argument("--profile", action="store_true", help="print the operators of 10 more steps")
+    parser.add_argument("--short", action="store_true", help="time a step of the run's first part, whose windows "
+                        "are cut into pieces of train.short_window tokens (the same tokens a step)")
     parser.add_argument("--against", metavar="OVERRIDES", help="also time the recipe with these overrides "
                         "(quoted, space-separated), in blocks of 4 steps taken in turn with the first")
     args = parser.parse_args()
@@ -47,8 +50,13 @@ def main() -> int:
         optimizers = build_optimizer(model, cfg, device)
         run_model = torch.compile(model) if t.compile and not args.eager else model
         ctx = autocast_context(device, pick_dtype(t.dtype, device))
-        x = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.block_size))
-        y = torch.randint(0, cfg.model.vocab_size, (t.batch_size, cfg.model.block_size))
+        rows, length = t.batch_size, cfg.model.block_size
+        if args.short:
+            if not t.short_window:
+                parser.error(f"--short: {args.config} with {overrides or 'no overrides'} sets no train.short_window")
+            rows, length = rows * length // t.short_window, t.short_window
+        x = torch.randint(0, cfg.model.vocab_size, (rows, length))
+        y = torch.randint(0, cfg.model.vocab_size, (rows, length))
 
         def step() -> float:
             start = time.perf_counter()

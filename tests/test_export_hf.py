@@ -276,7 +276,8 @@ def test_llama_logits_match_transformers(tmp_path, bpe, options):
 
 
 def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(tmp_path, bpe):
-    mcfg = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32"]).model
+    mcfg = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
+                                                 "train.short_window=8"]).model
     mcfg.vocab_size = bpe.vocab_size
     with pytest.raises(ExportError, match="model.value_residual=true") as refused:
         export_model_hf(random_model(mcfg), bpe, tmp_path / "hf")
@@ -284,14 +285,14 @@ def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(t
 
 
 def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
-    # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 256 tokens) with a small vocabulary,
+    # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 512 tokens) with a small vocabulary,
     # without the value residual and value embedding, as it is trained for export
     mcfg = load_config(SPEEDRUN, overrides=EXPORTABLE_SPEEDRUN).model
     mcfg.vocab_size = bpe.vocab_size
     model = random_model(mcfg)
     export_model_hf(model, bpe, tmp_path / "hf")
     hf_model, _ = hf_load(tmp_path / "hf")
-    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 256
+    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 512
     assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 
 
@@ -309,7 +310,7 @@ def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
 
 def test_llama_cli_round_trip_of_the_speedrun_recipe(tmp_path, bpe):
     config = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
-                                              *EXPORTABLE_SPEEDRUN])
+                                              "train.short_window=8", *EXPORTABLE_SPEEDRUN])
     config.model.vocab_size = bpe.vocab_size
     ckpt = save_checkpoint(tmp_path / "a.pt", model=random_model(config.model), config=config,
                            tokenizer=bpe.to_dict(), iter_num=3)

@@ -275,7 +275,7 @@ class LightBrainConfig:
         short, block = self.train.short_window, self.model.block_size
         if short and (short >= block or block % short):
             raise ConfigError(f"train.short_window ({short}) must divide model.block_size ({block}) and be smaller "
-                              f"than it, e.g. {block // 2}: each window of the context is cut into short ones")
+                              f"than it, e.g. {block // 2}, or 0 to train on whole windows throughout")
         return self
 
     def to_dict(self) -> dict[str, Any]:
