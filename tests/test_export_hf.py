@@ -277,7 +277,7 @@ def test_llama_logits_match_transformers(tmp_path, bpe, options):
 
 def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(tmp_path, bpe):
     mcfg = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
-                                                 "train.short_window=8"]).model
+                                            "train.short_window=8"]).model
     mcfg.vocab_size = bpe.vocab_size
     with pytest.raises(ExportError, match="model.value_residual=true") as refused:
         export_model_hf(random_model(mcfg), bpe, tmp_path / "hf")
