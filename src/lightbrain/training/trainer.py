@@ -472,21 +472,21 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
             for opt, scale in zip(optimizers, lr_scales):
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
-            if anneal and not sampler.repeats and schedule_progress(iter_num, t, time_fraction) >= 1 - t.anneal_fraction:
+            progress = schedule_progress(iter_num, t, time_fraction)  # the anneal and short windows both follow it
+            if anneal and not sampler.repeats and progress >= 1 - t.anneal_fraction:
                 sampler.set_repeats(anneal)  # part of the sampler's state, so a resumed run stays annealed
                 if ddp.is_main:
                     log.info("iter %d: anneal begins, windows from %s", iter_num,
                              ", ".join(f"{k} x{n}" for k, n in annealed.items()))
-            short = t.short_window and schedule_progress(iter_num, t, time_fraction) < t.short_window_fraction
-            window = t.short_window if short else block
+            window = t.short_window if t.short_window and progress < t.short_window_fraction else block
             if window != last_window and t.short_window and ddp.is_main:
                 log.info("iter %d: training on windows of %d tokens%s", iter_num, window,
-                         f" until {t.short_window_fraction:.0%} of training" if short else "")
+                         f" until {t.short_window_fraction:.0%} of training" if window != block else "")
             last_window = window
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
                 x, y = sampler.next_batch(device)
-                if short:  # consecutive pieces of each window: the same tokens, and no piece sees its predecessor
+                if window != block:  # consecutive pieces of each window: the same tokens, none sees its predecessor
                     x, y = x.reshape(-1, window), y.reshape(-1, window)
                 sync = not ddp.enabled or micro == micro_steps - 1
                 with (nullcontext() if sync else model.no_sync()), ctx:
