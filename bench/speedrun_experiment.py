@@ -2,6 +2,12 @@
 validation split. Appends one JSON line to runs/experiments.jsonl (the rows of docs/experiments.md).
 
     python bench/speedrun_experiment.py NAME --minutes 3 [-c configs/cpu_speedrun.yaml] [section.key=value ...]
+    python bench/speedrun_experiment.py NAME --steps 2179 [section.key=value ...]
+
+--steps trains for a fixed number of steps with no time budget, so the schedule (warmup, cosine, anneal,
+short windows) follows the steps alone. Its score does not depend on how fast the machine runs that hour,
+which a timed run's does: compare two options at the step counts a bench/train_step.py timing says each
+would reach in the budget.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("-c", "--config", default=str(REPO / "configs" / "cpu_speedrun.yaml"))
     parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train for this many steps with no time budget (--minutes is then ignored)")
     parser.add_argument("--runs", default="runs/experiments")
     args = parser.parse_intermixed_args()
 
@@ -31,9 +39,13 @@ def main() -> int:
     from lightbrain.training.checkpoint import load_model
     from lightbrain.training.trainer import train
 
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     run = Path(args.runs) / args.name
+    budget = ([f"train.max_iters={args.steps}", "train.time_budget_minutes=null"] if args.steps is not None
+              else [f"train.time_budget_minutes={args.minutes}"])
     overrides = [f"train.out_dir={run}/models", f"train.log_dir={run}/logs", "train.progress=false",
-                 f"train.time_budget_minutes={args.minutes}", *args.overrides]
+                 *budget, *args.overrides]
     cfg = load_config(args.config, overrides=overrides)
     load_before = os.getloadavg()[0]
     wall = time.time()
@@ -45,6 +57,7 @@ def main() -> int:
     ev = evaluate_tokens(model, open_split(data_dir, "validation").tokens, meta["splits"]["validation"]["bytes"],
                          batch_size=64, segments=source_segments(meta["splits"]["validation"]))
     row = {"name": args.name, "overrides": args.overrides, "config": Path(args.config).name,
+           "budget": f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} minutes",
            "tokenizer": f"{meta['tokenizer']['name']} {meta['vocab_size']}", "params": model.get_num_params(),
            "iters": result.iter_num, "tokens_seen": result.tokens_seen, "train_seconds": round(result.train_seconds, 1),
            "wall_seconds": round(wall, 1), "val_loss": round(ev["loss"], 4), "val_bpb": round(ev["bits_per_byte"], 4),

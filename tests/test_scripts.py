@@ -170,3 +170,18 @@ def test_makefile_targets_call_the_scripts():
     r = subprocess.run(["make", "-n", "quickstart", "SOURCE=../shared/data", "MINUTES=3"], capture_output=True,
                        text=True, cwd=REPO)
     assert 'SOURCE="../shared/data"' in r.stdout and 'MINUTES="3"' in r.stdout
+
+
+def test_speedrun_experiment_trains_a_fixed_number_of_steps(tiny_data, tmp_path):
+    # --steps drops the time budget, so the run (and its schedule) ends on the step count alone
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, REPO / "bench/speedrun_experiment.py", "fixed", "--steps", "3", "-c",
+           REPO / "configs/test_tiny.yaml", "--runs", runs, f"train.data_dir={tiny_data}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads((runs / "experiments.jsonl").read_text().splitlines()[-1])
+    assert row["name"] == "fixed" and row["iters"] == 3 and row["budget"] == "3 steps"
+    assert row["val_bpb"] > 0 and (runs / "fixed/logs").is_dir()
+    bad = subprocess.run(cmd[:3] + ["--steps", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "--steps must be at least 1" in bad.stderr
