@@ -32,6 +32,8 @@ def main() -> int:
                         help="train for this many steps with no time budget (--minutes is then ignored)")
     parser.add_argument("--runs", default="runs/experiments")
     args = parser.parse_intermixed_args()
+    if args.steps is not None and args.steps < 1:  # before the imports below, which take seconds
+        parser.error(f"--steps must be at least 1, got {args.steps}")
 
     from lightbrain.config import load_config
     from lightbrain.data.token_files import open_split, read_meta
@@ -39,8 +41,6 @@ def main() -> int:
     from lightbrain.training.checkpoint import load_model
     from lightbrain.training.trainer import train
 
-    if args.steps is not None and args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
     run = Path(args.runs) / args.name
     budget = ([f"train.max_iters={args.steps}", "train.time_budget_minutes=null"] if args.steps is not None
               else [f"train.time_budget_minutes={args.minutes}"])
