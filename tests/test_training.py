@@ -94,9 +94,11 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
         assert muon.param_groups[0][setting.removeprefix("muon_")] == value
         weight = model.transformer.h[0].attn.c_proj.weight
         grad = torch.linspace(-1, 1, weight.numel()).reshape(weight.shape).sin()
-        for sign in grads:
+        for i, sign in enumerate(grads):
             before = weight.detach().clone()
-            weight.grad = sign * grad
+            # each gradient rolled by its index: collinear ones would give every momentum the same direction,
+            # which orthogonalisation maps to the same update (equal up to rounding)
+            weight.grad = sign * grad.roll(i, dims=0)
             muon.step()
         return weight.detach() - before
 
@@ -484,8 +486,12 @@ def test_time_budget_run_decays_to_min_lr_and_resume_keeps_the_clock(tiny_data, 
 
 @pytest.mark.parametrize("nesterov", [True, False])
 @pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
-def test_batched_muon_takes_the_same_steps_as_torch_muon(nesterov, adjust_lr_fn):
+def test_batched_muon_takes_the_same_steps_as_torch_muon(nesterov, adjust_lr_fn, monkeypatch):
+    from lightbrain.training import muon
     from lightbrain.training.muon import BatchedMuon
+
+    # torch.optim.Muon iterates in bf16 everywhere; ours does too wherever the CPU runs bf16 fast
+    monkeypatch.setattr(muon, "cpu_bf16_is_fast", lambda: True)
 
     # tall, wide and square matrices, most shapes repeated as in a stack of layers, one alone
     shapes = [(48, 16), (16, 16), (40, 16), (40, 16), (16, 40), (48, 16), (16, 16), (24, 8)]
@@ -602,6 +608,51 @@ def test_batched_muon_row_norm_evens_out_rows_and_keeps_each_matrix_norm():
     # later steps divide by the average over steps, so the rows are no longer forced to one size
     two_steps = run(1, 0.5, steps=2)[0]
     assert two_steps.norm(dim=1).max() / two_steps.norm(dim=1).min() > 1.05
+
+
+def test_bfloat16_on_a_cpu_without_fast_bf16_falls_back_to_float32(monkeypatch, caplog):
+    # An AVX2-only CPU runs bf16 products through a plain loop (a recipe step took 32 s instead of 0.8):
+    # asking for bf16 there must not silently make training tens of times slower.
+    from lightbrain.training import utils
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(utils, "cpu_bf16_is_fast", lambda: False)
+    with caplog.at_level("WARNING", logger="lightbrain.train"):
+        assert utils.pick_dtype("bfloat16", cpu) == torch.float32
+    assert "no fast bf16" in caplog.text and "uses float32" in caplog.text
+    assert utils.pick_dtype("float32", cpu) == torch.float32
+    monkeypatch.setattr(utils, "cpu_bf16_is_fast", lambda: True)
+    assert utils.pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert utils.pick_dtype("auto", cpu) == torch.float32  # bf16 on a CPU stays opt-in
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_muon_orthogonalises_in_bf16_only_where_the_cpu_runs_it_fast(monkeypatch, fast):
+    from lightbrain.training import muon
+
+    seen = []
+    real = muon.orthogonalize
+    monkeypatch.setattr(muon, "cpu_bf16_is_fast", lambda: fast)
+    monkeypatch.setattr(muon, "orthogonalize", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(32, 16))
+    before = weight.detach().clone()
+    weight.grad = torch.randn(32, 16)
+    muon.BatchedMuon([weight], lr=0.02).step()
+    assert seen == [torch.bfloat16 if fast else torch.float32]
+    assert not torch.equal(weight.detach(), before)
+
+
+def test_orthogonalize_in_float32_matches_bfloat16():
+    from lightbrain.training.muon import orthogonalize
+
+    torch.manual_seed(0)
+    stack = torch.randn(2, 48, 24)
+    coefficients = (3.4445, -4.7750, 2.0315)
+    full = orthogonalize(stack, coefficients, steps=5, eps=1e-7, dtype=torch.float32)
+    half = orthogonalize(stack, coefficients, steps=5, eps=1e-7)
+    assert full.dtype == torch.float32 and half.dtype == torch.bfloat16
+    assert torch.allclose(full, half.float(), atol=0.05)
 
 
 def test_orthogonalize_brings_every_singular_value_near_one():

@@ -6,7 +6,8 @@ half idle. Each layer holds the same shapes, so this class stacks the matrices o
 the same iterations on the stack with batched products: on 2 cores an update of the recipe's 30
 matrices took 53 ms instead of 96 (`bench/muon_step.py`; `bench/train_step.py` times the whole step).
 
-The arithmetic is PyTorch's: momentum and Nesterov, the same quintic coefficients in bfloat16, each
+The arithmetic is PyTorch's: momentum and Nesterov, the same quintic coefficients in bfloat16 (in fp32
+on a CPU whose bf16 products have no fast path, where bf16 would make a step many times longer), each
 matrix scaled by its own norm, the same learning-rate adjustment and decoupled weight decay. Only the
 grouping differs, so states and checkpoints are interchangeable with `torch.optim.Muon`'s (unless a
 group asks for row normalisation, which keeps a second state per matrix).
@@ -19,24 +20,30 @@ from collections import defaultdict
 
 import torch
 
+from lightbrain.training.utils import cpu_bf16_is_fast
+
 # torch.optim.Muon arrived in PyTorch 2.9; build_optimizer says so if it is missing.
 _Muon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
 
 
 def orthogonalize(updates: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
-                  eps: float) -> torch.Tensor:
-    """Approximately orthogonalise each matrix of a (batch, rows, cols) stack in bfloat16."""
+                  eps: float, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Approximately orthogonalise each matrix of a (batch, rows, cols) stack, computing in `dtype`."""
     a, b, c = coefficients
     tall = updates.size(-2) > updates.size(-1)
     # Iterate on the wide orientation, so the Gram matrices are the small side squared; contiguous
     # operands keep the batched products on the fast path.
-    x = (updates.mT if tall else updates).bfloat16().contiguous()
+    x = (updates.mT if tall else updates).to(dtype).contiguous()
     x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
     for _ in range(steps):
         gram = torch.bmm(x, x.mT)
         poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b G + c G^2
         x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b G + c G^2) X
     return x.mT if tall else x
+
+
+def _iteration_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "cpu" and not cpu_bf16_is_fast() else torch.bfloat16
 
 
 def _adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
@@ -89,8 +96,9 @@ class BatchedMuon(_Muon):
                 for p in params:
                     p.mul_(1 - lr * decay)
             for shape, members in by_shape.items():
-                ortho = orthogonalize(torch.cat([update_views[i] for i in members]), group["ns_coefficients"],
-                                      group["ns_steps"], group["eps"])
+                stack = torch.cat([update_views[i] for i in members])
+                ortho = orthogonalize(stack, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                                      _iteration_dtype(stack.device))
                 if group.get("row_norm"):
                     ortho = self._normalize_rows(ortho, [params[i] for i in members], blocks, group["row_norm"])
                 step_size = _adjusted_lr(lr, group["adjust_lr_fn"], shape)
