@@ -4,8 +4,9 @@
 #   bash scripts/speedrun.sh                          # ../shared/data, configs/cpu_speedrun.yaml
 #   SOURCE=/path/to/data bash scripts/speedrun.sh train.time_budget_minutes=5
 #   CONFIG=configs/cpu_speedrun_slow.yaml bash scripts/speedrun.sh   # 192 wide, for slower CPUs
+#   CONFIG=configs/cpu_speedrun_fp32.yaml bash scripts/speedrun.sh   # 128 wide, float32: CPUs without fast bf16
 # Extra section.key=value arguments go to training. Results: {train_result,eval}.json in the
-# recipe's train.log_dir (logs/speedrun/, or logs/speedrun_slow/).
+# recipe's train.log_dir (logs/speedrun/, logs/speedrun_slow/ or logs/speedrun_fp32/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 SOURCE=${SOURCE:-../shared/data}
