@@ -14,7 +14,7 @@ Sections:
   batch    32 prompts x 200 new tokens, tokens/s
   prepare  `lightbrain prepare` of all of ../shared/data with each tokenizer, documents/s and tokens/s
   quality  bits per byte on held-out text of the fp32, bf16 and int8 inference copies
-  gpu      the GPU recipe (batch 32, bf16, fused AdamW, compile, flash attention): tokens/s, MFU, decode
+  gpu      on one GPU, both in bf16: training (batch 32, fused AdamW, compile) tokens/s and MFU; decode
 """
 
 from __future__ import annotations
@@ -204,8 +204,8 @@ def lightbrain_variants() -> dict[str, torch.nn.Module]:
     return {"fp32": fp32, "bf16": quantize_for_inference(fp32, "bf16"), "int8": quantize_for_inference(fp32, "int8")}
 
 
-def lightbrain_generate(model, batch: int):
-    idx = prompts(batch)
+def lightbrain_generate(model, batch: int, device: torch.device | None = None):
+    idx = prompts(batch).to(device) if device is not None else prompts(batch)
     seeds = iter(range(10**6))
 
     def run():
@@ -215,8 +215,8 @@ def lightbrain_generate(model, batch: int):
     return run
 
 
-def hf_generate(model, batch: int):
-    idx = prompts(batch)
+def hf_generate(model, batch: int, device: torch.device | None = None):
+    idx = prompts(batch).to(device) if device is not None else prompts(batch)
     mask = torch.ones_like(idx)
 
     def run():
@@ -381,41 +381,77 @@ def peak_bf16_flops(name: str) -> float | None:
     return None
 
 
-def bench_gpu(args) -> list[dict]:
-    if not torch.cuda.is_available():
-        log("no GPU")
-        return [row("gpu", "GPU recipe", None, None, "", note="no GPU on this machine")]
-    device = torch.device("cuda")
-    name = torch.cuda.get_device_name(device)
-    model = lightbrain_model().to(device)
-    opt = model.configure_optimizer(0.1, 6e-4, (0.9, 0.95), "cuda")
-    compiled = torch.compile(model)
-    x = torch.randint(0, VOCAB, (32, BLOCK), device=device)
-    y = torch.randint(0, VOCAB, (32, BLOCK), device=device)
+GPU_BATCH = 32
+
+
+def gpu_train_step(model, optimizer, step_loss, device: torch.device):
+    """One bf16-autocast training step on the GPU, finished (synchronised) before it returns."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, VOCAB, (GPU_BATCH, BLOCK), generator=g).to(device)
+    y = torch.randint(0, VOCAB, (GPU_BATCH, BLOCK), generator=g).to(device)
+    model.train()
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, loss = compiled(x, y)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = step_loss(model, x, y)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    tps = 32 * BLOCK / timed({"step": step}, max(args.repeats, 10), warmup=3)["step"]
+    return step
+
+
+def gpu_generate(run, device: torch.device):
+    def timed_run():
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return timed_run
+
+
+def bench_gpu(args, device: torch.device | None = None) -> list[dict]:
+    """LightBrain and Hugging Face's GPT-2 of the same shape on one GPU, both in bf16 with fused AdamW
+    and torch.compile for training, and both in bf16 for generation."""
+    if device is None:
+        if not torch.cuda.is_available():
+            log("no GPU")
+            return [row("gpu", "GPU recipe", None, None, "", note="no GPU on this machine")]
+        device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    lb = lightbrain_model().to(device)
+    lb_opt = lb.configure_optimizer(0.1, 6e-4, (0.9, 0.95), device.type)
+    hf = hf_model().to(device)
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95),
+                               fused=device.type == "cuda")
+    steps = {"lb": gpu_train_step(torch.compile(lb), lb_opt, lambda m, x, y: m(x, y)[1], device),
+             "hf": gpu_train_step(torch.compile(hf), hf_opt, lambda m, x, y: m(input_ids=x, labels=x).loss, device)}
+    tps = {who: GPU_BATCH * BLOCK / s for who, s in timed(steps, max(args.repeats, 10), warmup=3).items()}
+    for who, value in tps.items():
+        log(f"gpu train {who}: {value:.0f} tokens/s")
     peak = peak_bf16_flops(name)
-    mfu = model.flops_per_token() * tps / peak if peak else None
-    idx = prompts(1).to(device)
-    fast = model.to(torch.bfloat16).eval()
-    def decode():
-        generate(fast, idx, NEW_TOKENS, top_k=TOP_K, seed=0)
-        torch.cuda.synchronize()
+    mfu = lb.flops_per_token() * tps["lb"] / peak if peak else None
 
-    seconds = timed({"decode": decode}, args.repeats)["decode"]
-    return [
-        row("gpu", f"{name}: batch 32x{BLOCK}, bf16, fused AdamW, compile, flash attention", tps, None, "tokens/s",
-            note=f"MFU {mfu:.1%}" if mfu is not None else "MFU: peak of this GPU unknown"),
-        row("gpu", f"{name}: decode {NEW_TOKENS} tokens, batch 1, bf16", seconds, None, "s", higher_is_better=False),
-    ]
+    lb_fast = lb.to(torch.bfloat16).eval()
+    hf_fast = hf_model(n_positions=256).to(device, torch.bfloat16).eval()
+    rows = [row("gpu", f"{name}: train, batch {GPU_BATCH}x{BLOCK}, bf16 autocast, fused AdamW, torch.compile",
+                tps["lb"], tps["hf"], "tokens/s",
+                note=f"LightBrain MFU {mfu:.1%}" if mfu is not None else "MFU: peak of this GPU unknown")]
+    for batch in (1, BATCH_PROMPTS):
+        runs = {"lb": gpu_generate(lightbrain_generate(lb_fast, batch, device), device),
+                "hf": gpu_generate(hf_generate(hf_fast, batch, device), device)}
+        seconds = timed(runs, args.repeats)
+        log(f"gpu generate batch {batch}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
+        if batch == 1:
+            rows.append(row("gpu", f"{name}: decode {NEW_TOKENS} tokens, batch 1, bf16", seconds["lb"],
+                            seconds["hf"], "s", higher_is_better=False,
+                            note=f"{1000 * seconds['lb'] / NEW_TOKENS:.1f} ms/token"))
+        else:
+            n = batch * NEW_TOKENS
+            rows.append(row("gpu", f"{name}: {batch} x {NEW_TOKENS} tokens, bf16", n / seconds["lb"],
+                            n / seconds["hf"], "tokens/s"))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- report
