@@ -151,3 +151,12 @@ def test_eval_pubmedqa_task_reports_accuracy_baseline_and_bpb(tiny_data, tiny_to
     assert "accuracy" in (tmp_path / "results.md").read_text().lower()
     missing = cli("eval", "--checkpoint", trained, "--task", "pubmedqa")
     assert missing.returncode == 1 and "--pubmedqa DIR" in missing.stderr
+
+
+def test_load_model_auto_device_follows_pick_device(trained):
+    """eval, generate and serve default to --device auto: the model lands where training would put it."""
+    from lightbrain.training.utils import pick_device
+
+    model, _, _ = load_model(trained, "auto")
+    assert next(model.parameters()).device.type == pick_device("auto").type
+    assert not model.training

@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=None, metavar="N",
                         help="score only the split's first N tokens, a quicker estimate (default: the whole split)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     add_quantize_arg(parser)
     parser.add_argument("--output", "-o", help="also write the JSON result to this file")
     parser.add_argument("--markdown", help="also write a short markdown table of the results to this file")

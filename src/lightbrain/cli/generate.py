@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=50, help="0 = no top-k filter")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, e.g. 0.9")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-stream", action="store_true", help="print each text when complete")
     add_quantize_arg(parser)
 

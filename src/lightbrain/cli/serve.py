@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; the server has no authentication)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--model-name", default="lightbrain-tiny",
                         help="model id in /v1/models and in requests (default lightbrain-tiny)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

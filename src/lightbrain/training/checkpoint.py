@@ -150,9 +150,14 @@ def load_state_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor],
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint file."""
+    """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint file. device "auto" is CUDA, then
+    MPS, then the CPU, as in training."""
     from lightbrain.data.tokenizers import tokenizer_from_dict
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
+    from lightbrain.training.utils import pick_device
+
+    if device == "auto":
+        device = pick_device("auto")
 
     ckpt = load_checkpoint(path, map_location="cpu")
     try:
