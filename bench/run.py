@@ -110,16 +110,16 @@ def hf_model(n_positions: int = BLOCK):
     return model
 
 
-def bf16_autocast():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def bf16_autocast(device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------- train
 
-def train_step(model, optimizer, step_loss):
+def train_step(model, optimizer, step_loss, batch: int = TRAIN_BATCH, device: str = "cpu"):
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, VOCAB, (TRAIN_BATCH, BLOCK), generator=g)
-    y = torch.randint(0, VOCAB, (TRAIN_BATCH, BLOCK), generator=g)
+    x = torch.randint(0, VOCAB, (batch, BLOCK), generator=g).to(device)
+    y = torch.randint(0, VOCAB, (batch, BLOCK), generator=g).to(device)
     model.train()
 
     def step():
@@ -131,16 +131,16 @@ def train_step(model, optimizer, step_loss):
     return step
 
 
-def lightbrain_loss(autocast: bool):
+def lightbrain_loss(autocast: bool, device_type: str = "cpu"):
     def loss(model, x, y):
-        with bf16_autocast() if autocast else contextlib.nullcontext():
+        with bf16_autocast(device_type) if autocast else contextlib.nullcontext():
             return model(x, y)[1]
     return loss
 
 
-def hf_loss(autocast: bool):
+def hf_loss(autocast: bool, device_type: str = "cpu"):
     def loss(model, x, y):
-        with bf16_autocast() if autocast else contextlib.nullcontext():
+        with bf16_autocast(device_type) if autocast else contextlib.nullcontext():
             return model(input_ids=x, labels=x).loss  # labels are shifted inside the model
     return loss
 
@@ -195,8 +195,8 @@ def bench_train(args) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- decode
 
-def prompts(batch: int) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+def prompts(batch: int, device: str = "cpu") -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1)).to(device)
 
 
 def lightbrain_variants() -> dict[str, torch.nn.Module]:
@@ -204,8 +204,8 @@ def lightbrain_variants() -> dict[str, torch.nn.Module]:
     return {"fp32": fp32, "bf16": quantize_for_inference(fp32, "bf16"), "int8": quantize_for_inference(fp32, "int8")}
 
 
-def lightbrain_generate(model, batch: int, device: torch.device | None = None):
-    idx = prompts(batch).to(device) if device is not None else prompts(batch)
+def lightbrain_generate(model, batch: int, device: str = "cpu"):
+    idx = prompts(batch, device)
     seeds = iter(range(10**6))
 
     def run():
@@ -215,8 +215,8 @@ def lightbrain_generate(model, batch: int, device: torch.device | None = None):
     return run
 
 
-def hf_generate(model, batch: int, device: torch.device | None = None):
-    idx = prompts(batch).to(device) if device is not None else prompts(batch)
+def hf_generate(model, batch: int, device: str = "cpu"):
+    idx = prompts(batch, device)
     mask = torch.ones_like(idx)
 
     def run():
@@ -384,49 +384,28 @@ def peak_bf16_flops(name: str) -> float | None:
 GPU_BATCH = 32
 
 
-def gpu_train_step(model, optimizer, step_loss, device: torch.device):
-    """One bf16-autocast training step on the GPU, finished (synchronised) before it returns."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, VOCAB, (GPU_BATCH, BLOCK), generator=g).to(device)
-    y = torch.randint(0, VOCAB, (GPU_BATCH, BLOCK), generator=g).to(device)
-    model.train()
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = step_loss(model, x, y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    return step
+def cuda_synced(fn):
+    """fn, then a wait for the work it queued on the GPU, so that a timing covers the work, not its launch."""
+    def run():
+        fn()
+        torch.cuda.synchronize()
+    return run
 
 
-def gpu_generate(run, device: torch.device):
-    def timed_run():
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return timed_run
-
-
-def bench_gpu(args, device: torch.device | None = None) -> list[dict]:
+def bench_gpu(args) -> list[dict]:
     """LightBrain and Hugging Face's GPT-2 of the same shape on one GPU, both in bf16 with fused AdamW
     and torch.compile for training, and both in bf16 for generation."""
-    if device is None:
-        if not torch.cuda.is_available():
-            log("no GPU")
-            return [row("gpu", "GPU recipe", None, None, "", note="no GPU on this machine")]
-        device = torch.device("cuda")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    if not torch.cuda.is_available():
+        log("no GPU")
+        return [row("gpu", "GPU recipe", None, None, "", note="no GPU on this machine")]
+    device = "cuda"
+    name = torch.cuda.get_device_name(device)
     lb = lightbrain_model().to(device)
-    lb_opt = lb.configure_optimizer(0.1, 6e-4, (0.9, 0.95), device.type)
+    lb_opt = lb.configure_optimizer(0.1, 6e-4, (0.9, 0.95), device)
     hf = hf_model().to(device)
-    hf_opt = torch.optim.AdamW(hf.parameters(), lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95),
-                               fused=device.type == "cuda")
-    steps = {"lb": gpu_train_step(torch.compile(lb), lb_opt, lambda m, x, y: m(x, y)[1], device),
-             "hf": gpu_train_step(torch.compile(hf), hf_opt, lambda m, x, y: m(input_ids=x, labels=x).loss, device)}
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95), fused=True)
+    steps = {"lb": cuda_synced(train_step(torch.compile(lb), lb_opt, lightbrain_loss(True, device), GPU_BATCH, device)),
+             "hf": cuda_synced(train_step(torch.compile(hf), hf_opt, hf_loss(True, device), GPU_BATCH, device))}
     tps = {who: GPU_BATCH * BLOCK / s for who, s in timed(steps, max(args.repeats, 10), warmup=3).items()}
     for who, value in tps.items():
         log(f"gpu train {who}: {value:.0f} tokens/s")
@@ -439,8 +418,8 @@ def bench_gpu(args, device: torch.device | None = None) -> list[dict]:
                 tps["lb"], tps["hf"], "tokens/s",
                 note=f"LightBrain MFU {mfu:.1%}" if mfu is not None else "MFU: peak of this GPU unknown")]
     for batch in (1, BATCH_PROMPTS):
-        runs = {"lb": gpu_generate(lightbrain_generate(lb_fast, batch, device), device),
-                "hf": gpu_generate(hf_generate(hf_fast, batch, device), device)}
+        runs = {"lb": cuda_synced(lightbrain_generate(lb_fast, batch, device)),
+                "hf": cuda_synced(hf_generate(hf_fast, batch, device))}
         seconds = timed(runs, args.repeats)
         log(f"gpu generate batch {batch}: " + ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
         if batch == 1:
