@@ -160,3 +160,20 @@ def test_load_model_auto_device_follows_pick_device(trained):
     model, _, _ = load_model(trained, "auto")
     assert next(model.parameters()).device.type == pick_device("auto").type
     assert not model.training
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_errors_name_the_setting(trained):
+    """A device that is missing or misspelled is named with the flag or key it came from: eval's --device,
+    not train.device, whose message it borrowed before."""
+    from lightbrain.training.utils import pick_device
+
+    with pytest.raises(RuntimeError, match=r"^device=cuda but CUDA is not available"):
+        load_model(trained, "cuda")
+    with pytest.raises(ValueError, match=r"device='gpu0' is not a device"):
+        load_model(trained, "gpu0")
+    with pytest.raises(RuntimeError, match=r"^train\.device=cuda:1 "):
+        pick_device("cuda:1")
+    with pytest.raises(ValueError, match=r"finetune\.device='tpu' is not a device"):
+        pick_device("tpu", setting="finetune.device")
+    assert pick_device("cpu", setting="device") == torch.device("cpu")

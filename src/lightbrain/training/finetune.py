@@ -222,6 +222,8 @@ def load_with_adapter(base_checkpoint: str | Path, adapter: str | Path, device: 
             f"{str(info.get('base_fingerprint'))[:16]}... vs {fingerprint[:16]}...); use the checkpoint it was "
             f"fine-tuned from: {info.get('base_checkpoint')}")
     peft_model = peft.PeftModel.from_pretrained(model, str(adapter))
+    if isinstance(device, str):
+        device = pick_device(device, setting="device")
     return peft_model.to(device).eval(), tokenizer, ckpt
 
 
@@ -299,7 +301,7 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         raise CheckpointError(f"base checkpoint not found: {base_path} (train one with `lightbrain train`, "
                               "or pass --checkpoint PATH)")
     _prepare_out_dir(out, config.force)
-    device = pick_device(config.device)
+    device = pick_device(config.device, setting="finetune.device")
     dtype = pick_dtype(config.dtype, device)
     ctx = autocast_context(device, dtype)
     torch.manual_seed(config.seed)

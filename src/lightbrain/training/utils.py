@@ -91,11 +91,20 @@ def schedule_progress(it: int, config: TrainConfig, time_fraction: float | None 
     return min(1.0, max(ratio, time_fraction or 0.0))
 
 
-def pick_device(requested: str = "auto") -> torch.device:
+def pick_device(requested: str = "auto", setting: str = "train.device") -> torch.device:
+    """The torch device for `requested` ("auto": CUDA, then MPS, then the CPU). `setting` names where the
+    request came from (a config key or a flag), so that an error points at what to change."""
     if requested != "auto":
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError as exc:
+            raise ValueError(f"{setting}={requested!r} is not a device ({exc}); use auto, cpu, cuda, cuda:N "
+                             "or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={requested} but CUDA is not available; use train.device=auto or cpu")
+            raise RuntimeError(f"{setting}={requested} but CUDA is not available; use {setting}=auto or cpu")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                         and torch.backends.mps.is_available()):
+            raise RuntimeError(f"{setting}={requested} but MPS is not available; use {setting}=auto or cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
