@@ -177,3 +177,6 @@ def test_device_errors_name_the_setting(trained):
     with pytest.raises(ValueError, match=r"finetune\.device='tpu' is not a device"):
         pick_device("tpu", setting="finetune.device")
     assert pick_device("cpu", setting="device") == torch.device("cpu")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(RuntimeError, match=r"^device=mps but MPS is not available"):
+            pick_device("mps", setting="device")

@@ -102,15 +102,18 @@ def pick_device(requested: str = "auto", setting: str = "train.device") -> torch
                              "or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"{setting}={requested} but CUDA is not available; use {setting}=auto or cpu")
-        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                         and torch.backends.mps.is_available()):
+        if device.type == "mps" and not _mps_available():
             raise RuntimeError(f"{setting}={requested} but MPS is not available; use {setting}=auto or cpu")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def compile_unavailable(device: torch.device) -> str | None:
