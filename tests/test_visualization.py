@@ -153,3 +153,11 @@ def test_plot_cli_errors_are_messages(tmp_path, checkpoint, capsys):
                  "-o", str(tmp_path / "a.png")]) == 1
     assert "longer than the model's context of 32" in capsys.readouterr().err
     assert not (tmp_path / "a.png").exists()
+
+
+def test_plot_attention_takes_device_auto(tmp_path, checkpoint):
+    """The prompt goes where load_model put the model: with --device auto the raw "auto" once reached
+    torch.tensor and failed."""
+    assert main(["plot", "attention", "--checkpoint", str(checkpoint), "-p", "The patient has a fever.",
+                 "--device", "auto", "-o", str(tmp_path / "attn.png")]) == 0
+    assert (tmp_path / "attn.png").stat().st_size > 0

@@ -156,8 +156,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from lightbrain.models.lightbrain_tiny import LightBrainTiny
     from lightbrain.training.utils import pick_device
 
-    if isinstance(device, str):  # checked before the checkpoint is read, which can take seconds
-        device = pick_device(device, setting="device")
+    device = pick_device(device, setting="device")  # before the checkpoint is read, which can take seconds
 
     ckpt = load_checkpoint(path, map_location="cpu")
     try:

@@ -213,6 +213,7 @@ def load_with_adapter(base_checkpoint: str | Path, adapter: str | Path, device: 
     """(peft model in eval mode: base + adapter, tokenizer, base checkpoint dict). Refuses an adapter that
     was trained on other base weights."""
     peft = _require_peft()
+    device = pick_device(device, setting="device")
     info = read_adapter_info(adapter)
     model, tokenizer, ckpt = load_model(base_checkpoint, "cpu")
     fingerprint = weights_fingerprint(model)
@@ -222,8 +223,6 @@ def load_with_adapter(base_checkpoint: str | Path, adapter: str | Path, device: 
             f"{str(info.get('base_fingerprint'))[:16]}... vs {fingerprint[:16]}...); use the checkpoint it was "
             f"fine-tuned from: {info.get('base_checkpoint')}")
     peft_model = peft.PeftModel.from_pretrained(model, str(adapter))
-    if isinstance(device, str):
-        device = pick_device(device, setting="device")
     return peft_model.to(device).eval(), tokenizer, ckpt
 
 

@@ -91,8 +91,8 @@ def schedule_progress(it: int, config: TrainConfig, time_fraction: float | None 
     return min(1.0, max(ratio, time_fraction or 0.0))
 
 
-def pick_device(requested: str = "auto", setting: str = "train.device") -> torch.device:
-    """The torch device for `requested` ("auto": CUDA, then MPS, then the CPU). `setting` names where the
+def pick_device(requested: str | torch.device = "auto", setting: str = "train.device") -> torch.device:
+    """The torch device for `requested` ("auto": CUDA, then MPS, then the CPU; a torch.device is checked too). `setting` names where the
     request came from (a config key or a flag), so that an error points at what to change."""
     if requested != "auto":
         try:

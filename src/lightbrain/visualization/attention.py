@@ -135,7 +135,7 @@ def plot_attention(checkpoint: str | Path, prompt: str, out_path: str | Path, la
     if len(ids) > model.config.block_size:
         raise ValueError(f"the prompt is {len(ids)} tokens, longer than the model's context of "
                          f"{model.config.block_size}; shorten it (around 10 to 30 tokens reads best)")
-    weights = attention_maps(model, torch.tensor(ids, dtype=torch.long, device=device))
+    weights = attention_maps(model, torch.tensor(ids, dtype=torch.long, device=next(model.parameters()).device))
     fig = draw_attention(weights, token_labels(tokenizer, ids), layers, heads,
                          title=f"Attention weights of {Path(checkpoint).name} for a {len(ids)}-token prompt")
     return save_figure(fig, out_path)
