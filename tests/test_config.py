@@ -33,7 +33,7 @@ def test_every_shipped_recipe_loads(name):
 
 def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer_windows():
     slow, fp32 = load_config(CONFIGS / "cpu_speedrun_slow.yaml"), load_config(CONFIGS / "cpu_speedrun_fp32.yaml")
-    assert (fp32.model.n_embd, fp32.model.n_head, fp32.train.dtype) == (128, 2, "float32")
+    assert (fp32.model.n_embd, fp32.model.n_head, fp32.train.dtype) == (128, 1, "float32")
     assert fp32.data == slow.data  # shares the prepared data
     assert fp32.train.out_dir != slow.train.out_dir and fp32.train.log_dir != slow.train.log_dir
     assert (fp32.model.block_size, fp32.train.short_window) == (256, 0)
