@@ -296,6 +296,16 @@ def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
     assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 
 
+def test_llama_logits_match_at_the_float32_recipe_shape_with_one_head(tmp_path, bpe):
+    # configs/cpu_speedrun_fp32.yaml: 6 x 128 with a single head of 128 and 256-token windows
+    mcfg = load_config(SPEEDRUN.with_name("cpu_speedrun_fp32.yaml"), overrides=EXPORTABLE_SPEEDRUN).model
+    mcfg.vocab_size = bpe.vocab_size
+    assert (mcfg.n_head, mcfg.n_embd) == (1, 128)
+    model = random_model(mcfg)
+    export_model_hf(model, bpe, tmp_path / "hf")
+    hf_model, _ = hf_load(tmp_path / "hf")
+    assert hf_model.config.num_attention_heads == 1 and hf_model.config.max_position_embeddings == 256
+    assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 @pytest.mark.parametrize("bias", [False, True])
 def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
     model = random_model(tiny_config(bpe.vocab_size, **{**LLAMA, "bias": bias, "tie_embeddings": bias}))
