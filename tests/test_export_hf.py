@@ -284,28 +284,24 @@ def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(t
     assert "model.value_embedding=true" in str(refused.value)
 
 
-def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe):
-    # the quickstart recipe's model (6 x 2 x 256, SwiGLU 704 wide, 512 tokens) with a small vocabulary,
-    # without the value residual and value embedding, as it is trained for export
-    mcfg = load_config(SPEEDRUN, overrides=EXPORTABLE_SPEEDRUN).model
+@pytest.mark.parametrize("recipe, width, heads, mlp_width, positions", [
+    ("cpu_speedrun.yaml", 256, 2, 704, 512),  # the quickstart recipe: 6 x 256, 2 heads of 128
+    ("cpu_speedrun_fp32.yaml", 128, 1, 384, 256),  # the float32 recipe: 6 x 128, one head of 128
+])
+def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe, recipe, width, heads, mlp_width, positions):
+    # each recipe's model with a small vocabulary, without the value residual and value embedding, as it is
+    # trained for export
+    mcfg = load_config(SPEEDRUN.with_name(recipe), overrides=EXPORTABLE_SPEEDRUN).model
     mcfg.vocab_size = bpe.vocab_size
     model = random_model(mcfg)
     export_model_hf(model, bpe, tmp_path / "hf")
     hf_model, _ = hf_load(tmp_path / "hf")
-    assert hf_model.config.intermediate_size == 704 and hf_model.config.max_position_embeddings == 512
+    c = hf_model.config
+    assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.max_position_embeddings) == (
+        width, heads, mlp_width, positions)
     assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 
 
-def test_llama_logits_match_at_the_float32_recipe_shape_with_one_head(tmp_path, bpe):
-    # configs/cpu_speedrun_fp32.yaml: 6 x 128 with a single head of 128 and 256-token windows
-    mcfg = load_config(SPEEDRUN.with_name("cpu_speedrun_fp32.yaml"), overrides=EXPORTABLE_SPEEDRUN).model
-    mcfg.vocab_size = bpe.vocab_size
-    assert (mcfg.n_head, mcfg.n_embd) == (1, 128)
-    model = random_model(mcfg)
-    export_model_hf(model, bpe, tmp_path / "hf")
-    hf_model, _ = hf_load(tmp_path / "hf")
-    assert hf_model.config.num_attention_heads == 1 and hf_model.config.max_position_embeddings == 256
-    assert_same_logits(model, hf_model, bpe.vocab_size, batch=1)
 @pytest.mark.parametrize("bias", [False, True])
 def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
     model = random_model(tiny_config(bpe.vocab_size, **{**LLAMA, "bias": bias, "tie_embeddings": bias}))
