@@ -45,9 +45,9 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
 def test_speedrun_head_counts_stay_as_measured_through_inheritance():
     # cpu_speedrun_slow.yaml inherits from cpu_speedrun.yaml: its two heads of 96, as measured on the slow
     # machine, must not follow the fast recipe's one head of 256
-    models = {name: load_config(CONFIGS / f"{name}.yaml").model for name in ("cpu_speedrun", "cpu_speedrun_slow")}
-    assert (models["cpu_speedrun"].n_embd, models["cpu_speedrun"].n_head) == (256, 1)
-    assert (models["cpu_speedrun_slow"].n_embd, models["cpu_speedrun_slow"].n_head) == (192, 2)
+    fast, slow = (load_config(CONFIGS / name).model for name in ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml"))
+    assert (fast.n_embd, fast.n_head) == (256, 1)
+    assert (slow.n_embd, slow.n_head) == (192, 2)
 
 
 def test_train_repeats_override_is_a_mapping():
