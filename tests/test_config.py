@@ -42,12 +42,14 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
     assert fp32.train.anneal_repeats == slow.train.anneal_repeats
 
 
-def test_speedrun_head_counts_stay_as_measured_through_inheritance():
-    # cpu_speedrun_slow.yaml inherits from cpu_speedrun.yaml: its two heads of 96, as measured on the slow
-    # machine, must not follow the fast recipe's one head of 256
-    fast, slow = (load_config(CONFIGS / name).model for name in ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml"))
-    assert (fast.n_embd, fast.n_head) == (256, 1)
-    assert (slow.n_embd, slow.n_head) == (192, 2)
+def test_speedrun_heads_and_decay_floors_stay_as_measured_through_inheritance():
+    # cpu_speedrun_slow.yaml inherits from cpu_speedrun.yaml: its two heads of 96 and its decay to a tenth of
+    # the peak, as measured on the slow machine, must not follow the fast recipe's one head and lower floor
+    fast, slow = (load_config(CONFIGS / name) for name in ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml"))
+    assert (fast.model.n_embd, fast.model.n_head) == (256, 1)
+    assert (slow.model.n_embd, slow.model.n_head) == (192, 2)
+    assert (fast.train.learning_rate, fast.train.min_lr) == (4e-3, 2e-4)
+    assert (slow.train.learning_rate, slow.train.min_lr) == (4e-3, 4e-4)
 
 
 def test_train_repeats_override_is_a_mapping():
