@@ -50,6 +50,8 @@ def test_speedrun_heads_and_decay_floors_stay_as_measured_through_inheritance():
     assert (slow.model.n_embd, slow.model.n_head) == (192, 2)
     assert (fast.train.learning_rate, fast.train.min_lr) == (4e-3, 2e-4)
     assert (slow.train.learning_rate, slow.train.min_lr) == (4e-3, 4e-4)
+    fp32 = load_config(CONFIGS / "cpu_speedrun_fp32.yaml")  # sets its own rate and floor over the slow recipe's
+    assert (fp32.train.learning_rate, fp32.train.min_lr) == (1.1e-2, 5.5e-4)
 
 
 def test_train_repeats_override_is_a_mapping():
