@@ -2,7 +2,7 @@
 path (lm_head, then F.cross_entropy) against `ChunkedCrossEntropy` at several chunk sizes, each compiled,
 under the recipe's autocast, on random activations.
 
-    python bench/output_layer.py                        # the CPU speedrun recipe (4,096 tokens x 8,192)
+    python bench/output_layer.py                        # the CPU speedrun recipe (a step's tokens x 8,192)
     python bench/output_layer.py --rows 256 512 1024    # the chunk sizes to try
 
 Prints one bare matrix product of the layer's shape for scale, then the median of --steps passes for each

@@ -42,16 +42,16 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
     assert fp32.train.anneal_repeats == slow.train.anneal_repeats
 
 
-def test_speedrun_heads_and_decay_floors_stay_as_measured_through_inheritance():
+def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance():
     # cpu_speedrun_slow.yaml inherits from cpu_speedrun.yaml, and cpu_speedrun_fp32.yaml from it: each keeps the
-    # heads, rate and floor measured for it, whatever the recipe it inherits from changes to
-    fast, slow = (load_config(CONFIGS / name) for name in ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml"))
+    # heads, windows a step, rate and floor measured for it, whatever the recipe it inherits from changes to
+    fast, slow, fp32 = (load_config(CONFIGS / name) for name in
+                        ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml", "cpu_speedrun_fp32.yaml"))
     assert (fast.model.n_embd, fast.model.n_head) == (256, 1)
     assert (slow.model.n_embd, slow.model.n_head) == (192, 2)
-    assert (fast.train.learning_rate, fast.train.min_lr) == (4e-3, 2e-4)
-    assert (slow.train.learning_rate, slow.train.min_lr) == (4e-3, 2e-4)
-    fp32 = load_config(CONFIGS / "cpu_speedrun_fp32.yaml")  # sets its own rate and floor over the slow recipe's
-    assert (fp32.train.learning_rate, fp32.train.min_lr) == (1.1e-2, 5.5e-4)
+    assert (fast.train.batch_size, fast.train.learning_rate, fast.train.min_lr) == (12, 4.9e-3, 2.45e-4)
+    assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (32, 4e-3, 2e-4)
+    assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (16, 1.1e-2, 5.5e-4)
 
 
 def test_train_repeats_override_is_a_mapping():
