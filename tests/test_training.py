@@ -666,3 +666,23 @@ def test_orthogonalize_brings_every_singular_value_near_one():
     singular = torch.linalg.svdvals(out.float())
     # the quintic iteration aims near one, not exactly (0.5 to 1.5 by design)
     assert singular.min() > 0.4 and singular.max() < 1.6
+
+
+@pytest.mark.parametrize("recipe", ["cpu_speedrun.yaml", "cpu_speedrun_slow.yaml", "cpu_speedrun_fp32.yaml",
+                                    "gpu_speedrun.yaml"])
+def test_each_speedrun_recipe_trains_at_toy_size_with_its_own_options(tiny_data, tmp_path, recipe):
+    # the recipe's options together (attention kind, dropout, value residual and embedding, short windows, Muon,
+    # the anneal), with its shape shrunk and on the CPU: a combination that breaks fails here, not in a long run
+    from lightbrain.config import load_config
+
+    data, _ = _data_with_sources(tiny_data, tmp_path)  # the anneal draws pubmedqa and mts_dialog by name
+    cfg = load_config(REPO / "configs" / recipe, overrides=[
+        f"train.data_dir={data}", f"train.out_dir={tmp_path / 'models'}", f"train.log_dir={tmp_path / 'logs'}",
+        "train.progress=false", "train.device=cpu", "train.dtype=float32", "train.compile=false",
+        "train.max_iters=4", "train.time_budget_minutes=null", "train.eval_interval=2", "train.eval_iters=1",
+        "train.batch_size=2", "model.n_layer=2", "model.n_embd=32", "model.block_size=32"]
+        + (["train.short_window=8"] if recipe in ("cpu_speedrun.yaml", "gpu_speedrun.yaml") else []))
+    result = train(cfg)
+    assert result.iter_num == 4 and math.isfinite(result.final_val_loss)
+    state = torch.load(result.best_checkpoint, weights_only=True)
+    assert state["config"]["model"]["dropout"] == cfg.model.dropout
