@@ -115,6 +115,7 @@ def test_wrong_type_names_key(tmp_path):
     ("model.attention=flash", "model.attention must be one of"),
     ("train.muon_ns_steps=0", "muon_ns_steps must be from 1 to 99"),
     ("train.muon_momentum=1", "muon_momentum must be in"),
+    ("train.adamw_weight_decay=-0.1", "adamw_weight_decay must be >= 0 or null"),
     ("data.train_repeats=4", "train_repeats must be a mapping"),
     ("data.train_repeats={pubmedq: 4}", "unknown source type 'pubmedq'.*'pubmedqa'"),
     ("data.train_repeats={folder: 2}", "unknown source type 'folder'"),

@@ -82,6 +82,16 @@ def test_muon_trains_hidden_matrices_and_resumes_exactly(tiny_data, tmp_path):
                        and ("attn.c_" in n or "mlp.c_" in n)}
     assert on_adamw == set(names.values()) - on_muon
     assert isinstance(muon, BatchedMuon) and muon.param_groups[0]["ns_steps"] == 5
+    # one weight_decay for both optimizers' matrices (norms never decay) until adamw_weight_decay sets AdamW's apart
+    assert [g["weight_decay"] for g in adamw.param_groups] == [cfg.train.weight_decay, 0.0]
+    assert {g["weight_decay"] for g in muon.param_groups} == {cfg.train.weight_decay}
+    cfg.train.adamw_weight_decay = 0.0
+    adamw_apart, muon_apart = build_optimizer(model, cfg, torch.device("cpu"))
+    assert [g["weight_decay"] for g in adamw_apart.param_groups] == [0.0, 0.0]
+    assert {g["weight_decay"] for g in muon_apart.param_groups} == {cfg.train.weight_decay} != {0.0}
+    cfg.train.optimizer = "adamw"  # AdamW alone: the setting decays every matrix it updates
+    assert [g["weight_decay"] for g in build_optimizer(model, cfg, torch.device("cpu"))[0].param_groups] == [0.0, 0.0]
+    cfg.train.optimizer, cfg.train.adamw_weight_decay = "muon", None
 
     def last_muon_step(setting, value, grads):
         # the change the last of `grads` makes to one matrix, with train.<setting> = value

@@ -166,6 +166,9 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
     decay_fraction: float = 0.2  # for wsd: the final fraction of steps that decays
     weight_decay: float = 0.1
+    # the decay of the matrices AdamW updates (with muon, only the token tables, which the output layer shares),
+    # set apart from Muon's; None = weight_decay
+    adamw_weight_decay: float | None = None
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 0.5
@@ -228,6 +231,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.adamw_weight_decay is not None and self.adamw_weight_decay < 0:
+            raise ConfigError(f"train.adamw_weight_decay must be >= 0 or null, got {self.adamw_weight_decay}")
         if not self.muon_lr_scale > 0:
             raise ConfigError(f"train.muon_lr_scale must be positive, got {self.muon_lr_scale}")
         if not 1 <= self.muon_ns_steps < 100:  # torch.optim.Muon refuses 100 or more

@@ -215,6 +215,7 @@ def anneal_ranges(meta: dict[str, Any], repeats: dict[str, int],
 
 def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
     t = config.train
+    adamw_decay = t.weight_decay if t.adamw_weight_decay is None else t.adamw_weight_decay
     if t.optimizer == "muon":
         if not hasattr(torch.optim, "Muon"):
             raise ConfigError("train.optimizer=muon needs torch.optim.Muon (PyTorch 2.9 or newer)")
@@ -223,7 +224,7 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
         hidden_ids = {id(p) for p in hidden}
         rest = [p for p in model.parameters() if id(p) not in hidden_ids]
         adamw = torch.optim.AdamW(
-            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": t.weight_decay},
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": adamw_decay},
              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
             lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=device.type in ("cuda", "cpu"))  # one pass
         groups = [{"params": hidden}]
@@ -239,7 +240,7 @@ def build_optimizer(model: LightBrainTiny, config: LightBrainConfig, device: tor
                            ns_steps=t.muon_ns_steps, momentum=t.muon_momentum,
                            adjust_lr_fn="match_rms_adamw")
         return [adamw, muon]
-    return [model.configure_optimizer(t.weight_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
+    return [model.configure_optimizer(adamw_decay, t.learning_rate, (t.beta1, t.beta2), device.type)]
 
 
 def train(config: LightBrainConfig, resume: bool = False, progress: bool | None = None) -> TrainResult:
