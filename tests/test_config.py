@@ -56,6 +56,10 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     assert (fast.train.weight_decay, slow.train.weight_decay, fp32.train.weight_decay) == (0.5, 0.5, 0.3)
     # AdamW's beta2 0.99 was measured better for all three CPU recipes (the GPU one keeps 0.95, as measured there)
     assert (fast.train.beta2, slow.train.beta2, fp32.train.beta2) == (0.99, 0.99, 0.99)
+    # the fast recipe decays its token tables (AdamW's) at 1.0, apart from Muon's 0.5; the slower two, where 1.0
+    # was level, keep one decay for both
+    assert (fast.train.adamw_weight_decay, slow.train.adamw_weight_decay, fp32.train.adamw_weight_decay) == (
+        1.0, None, None)
 
 
 def test_gpu_speedrun_recipe_is_the_cpu_recipe_wider_with_dropout_and_four_times_the_windows():
@@ -67,6 +71,7 @@ def test_gpu_speedrun_recipe_is_the_cpu_recipe_wider_with_dropout_and_four_times
     assert gpu.train.batch_size == 4 * cpu.train.batch_size
     assert (gpu.train.learning_rate, gpu.train.min_lr, gpu.train.weight_decay, gpu.train.beta2) == (
         9.8e-3, 4.9e-4, 0.3, 0.95)
+    assert gpu.train.adamw_weight_decay is None  # one decay, as measured there
     assert (gpu.train.device, gpu.train.dtype) == ("cuda", "auto")
     assert (gpu.train.time_budget_minutes, gpu.train.eval_interval) == (1.5, 250)
 
