@@ -166,8 +166,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
     decay_fraction: float = 0.2  # for wsd: the final fraction of steps that decays
     weight_decay: float = 0.1
-    # the decay of the matrices AdamW updates (with muon, only the token tables, which the output layer shares),
-    # set apart from Muon's; None = weight_decay
+    # the decay of the matrices AdamW updates (with muon, only the token tables: the embedding, which the output
+    # layer shares, and the value embedding), set apart from Muon's; None = weight_decay
     adamw_weight_decay: float | None = None
     beta1: float = 0.9
     beta2: float = 0.95
