@@ -28,7 +28,12 @@ def test_loss_falls_and_outputs_are_written(tiny_data, tmp_path):
     assert "optimizer" in torch.load(result.last_checkpoint, weights_only=True)
     records = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "eval"}
+    # the gradient norm before clipping (test_tiny clips at 0.5) is logged with each training record
+    norms = [r["grad_norm"] for r in records if r["kind"] == "train"]
+    assert norms and all(math.isfinite(n) and n > 0 for n in norms)
+    assert any(n > 0.5 for n in norms), "a fresh model's first gradients should exceed the clip"
     assert (tmp_path / "logs" / "training.log").read_text().count("eval iter") == 3
+    assert "grad norm" in (tmp_path / "logs" / "training.log").read_text()
     assert any((tmp_path / "logs" / "tensorboard").iterdir())
 
 
@@ -56,7 +61,8 @@ def test_every_evaluation_scores_the_same_windows(tiny_data, tmp_path):
     # At a learning rate too small to move the weights, every estimate sees the same model, so equal
     # estimates mean equal windows: the best checkpoint is then chosen on the same text each time.
     result = train(tiny_config(tiny_data, tmp_path, max_iters=12, eval_interval=4, eval_iters=3,
-                               learning_rate=1e-12, min_lr=0, warmup_iters=0))
+                               learning_rate=1e-12, min_lr=0, warmup_iters=0, grad_clip=0))
+    assert not any("grad_norm" in h for h in result.history)  # no clip, no norm computed
     evals = [h for h in result.history if h["kind"] == "eval"]
     assert [h["iter"] for h in evals] == [0, 4, 8, 12]
     for h in evals[1:]:

@@ -511,10 +511,11 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 iter_num += 1
                 continue
             skipped_in_a_row = 0
+            grad_norm = None  # before clipping; logged to show how often the clip bites
             if t.grad_clip > 0:
                 for opt in optimizers:
                     scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
             for opt in optimizers:
                 scaler.step(opt)
             scaler.update()
@@ -532,10 +533,15 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 tok_s = tokens_per_step / dt
                 record = {"kind": "train", "iter": iter_num, "loss": loss_value, "lr": lr,
                           "tokens_per_sec": tok_s, "elapsed_s": train_seconds, "tokens_seen": tokens_seen}
+                norm_text = ""
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm.item()
+                    norm_text = f", grad norm {record['grad_norm']:.3g}"
                 metrics.write(record)
                 history.append(record)
                 if ddp.is_main:
-                    log.info("iter %d: loss %.4f, lr %.3g, %.0f tokens/s", iter_num, loss_value, lr, tok_s)
+                    log.info("iter %d: loss %.4f, lr %.3g%s, %.0f tokens/s", iter_num, loss_value, lr, norm_text,
+                             tok_s)
             if bar is not None:
                 postfix = {"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
                 if budget is None:
