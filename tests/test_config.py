@@ -48,7 +48,7 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     fast, slow, fp32 = (load_config(CONFIGS / name) for name in
                         ("cpu_speedrun.yaml", "cpu_speedrun_slow.yaml", "cpu_speedrun_fp32.yaml"))
     assert (fast.model.n_embd, fast.model.n_head) == (256, 1)
-    assert (slow.model.n_embd, slow.model.n_head) == (192, 2)
+    assert (slow.model.n_embd, slow.model.n_head) == (192, 1)
     assert (fast.train.batch_size, fast.train.learning_rate, fast.train.min_lr) == (12, 4.9e-3, 2.45e-4)
     assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (32, 4e-3, 2e-4)
     assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (16, 1.1e-2, 5.5e-4)
