@@ -32,8 +32,9 @@ def test_loss_falls_and_outputs_are_written(tiny_data, tmp_path):
     norms = [r["grad_norm"] for r in records if r["kind"] == "train"]
     assert norms and all(math.isfinite(n) and n > 0 for n in norms)
     assert any(n > 0.5 for n in norms), "a fresh model's first gradients should exceed the clip"
-    assert (tmp_path / "logs" / "training.log").read_text().count("eval iter") == 3
-    assert "grad norm" in (tmp_path / "logs" / "training.log").read_text()
+    log_text = (tmp_path / "logs" / "training.log").read_text()
+    assert log_text.count("eval iter") == 3
+    assert "grad norm" in log_text
     assert any((tmp_path / "logs" / "tensorboard").iterdir())
 
 
