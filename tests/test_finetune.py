@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -259,6 +260,8 @@ def test_full_finetune_changes_every_weight(tmp_path, base_ckpt, sources):
     assert unchanged == []
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 3] and all(r["kind"] == "train" for r in records)
+    # the gradient norm before clipping, as the trainer logs it (grad_clip is on by default)
+    assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in records)
 
 
 # --- the command line ---------------------------------------------------------------------------

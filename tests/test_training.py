@@ -38,6 +38,28 @@ def test_loss_falls_and_outputs_are_written(tiny_data, tmp_path):
     assert any((tmp_path / "logs" / "tensorboard").iterdir())
 
 
+def test_an_infinite_grad_norm_is_logged_as_null(tiny_data, tmp_path, monkeypatch):
+    # A float16 overflow makes the norm inf (the loss scaler then skips the step). JSON has no inf, and
+    # json.dumps would write the non-standard `Infinity`, so the record holds null and the log says why.
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def overflowing(params, max_norm):
+        clip(params, max_norm)
+        return torch.tensor(float("inf"))
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", overflowing)
+    train(tiny_config(tiny_data, tmp_path, max_iters=2, eval_interval=2, eval_iters=1, log_interval=1))
+
+    def no_constants(name):
+        raise ValueError(f"not JSON: {name}")
+
+    lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=no_constants) for line in lines]
+    assert [r["grad_norm"] for r in records if r["kind"] == "train"] == [None, None]
+    assert "grad norm inf (a float16 overflow: the loss scaler skips this step)" in (
+        tmp_path / "logs" / "training.log").read_text()
+
+
 def test_resumed_run_ends_at_same_loss_as_uninterrupted(tiny_data, tmp_path):
     common = dict(max_iters=30, lr_decay_iters=30, eval_interval=10)
     # the same run, stopped at 20 steps and resumed to 30

@@ -38,7 +38,7 @@ from lightbrain.config import ConfigError, TrainConfig, _apply_section, _read_ya
 from lightbrain.data.instructions import (DATA_CHOICES, PUBMEDQA_TASKS, EncodedExample, encode_example,
                                           load_examples, make_batch)
 from lightbrain.training.checkpoint import CheckpointError, checkpoint_config, load_model, save_checkpoint
-from lightbrain.training.utils import autocast_context, get_lr, pick_device, pick_dtype
+from lightbrain.training.utils import autocast_context, get_lr, grad_norm_entry, pick_device, pick_dtype
 
 METHODS = ("lora", "full")
 LORA_TARGETS = ["c_attn", "c_proj", "c_fc"]  # attention q/k/v and output, MLP in and out (suffix match)
@@ -372,17 +372,21 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
                 raise FinetuneError(f"the loss became {loss_value} at step {it}; nothing was saved. Try a lower "
                                     "--lr or --dtype float32")
             scaler.scale(loss).backward()
+            grad_norm = None  # before clipping, as the trainer logs it
             if config.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
             elapsed += dt
             if (it + 1) % config.log_interval == 0 or it == 0 or it + 1 == iters:
-                history.append({"kind": "train", "iter": it + 1, "loss": loss_value, "lr": lr,
-                                "tokens_per_sec": x.numel() / dt, "answer_tokens": n_tokens, "elapsed_s": elapsed})
+                record = {"kind": "train", "iter": it + 1, "loss": loss_value, "lr": lr,
+                          "tokens_per_sec": x.numel() / dt, "answer_tokens": n_tokens, "elapsed_s": elapsed}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm_entry(grad_norm.item())[0]
+                history.append(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({"loss": f"{loss_value:.3f}", "lr": f"{lr:.2e}"}, refresh=False)

@@ -31,8 +31,8 @@ from lightbrain.evaluation.language_modeling import source_segments
 from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
 from lightbrain.training.muon import BatchedMuon
-from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, pick_device,
-                                      pick_dtype, schedule_progress)
+from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, grad_norm_entry,
+                                      pick_device, pick_dtype, schedule_progress)
 from lightbrain.training.weight_average import WeightAverage, restore_trained_weights
 
 log = logging.getLogger("lightbrain.train")
@@ -535,8 +535,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                           "tokens_per_sec": tok_s, "elapsed_s": train_seconds, "tokens_seen": tokens_seen}
                 norm_text = ""
                 if grad_norm is not None:
-                    record["grad_norm"] = grad_norm.item()
-                    norm_text = f", grad norm {record['grad_norm']:.3g}"
+                    record["grad_norm"], norm_text = grad_norm_entry(grad_norm.item())
                 metrics.write(record)
                 history.append(record)
                 if ddp.is_main:

@@ -160,3 +160,11 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_norm_entry(norm: float) -> tuple[float | None, str]:
+    """The gradient norm before clipping as metrics.jsonl records it, and as training.log says it. A float16
+    overflow makes it inf; the loss scaler then skips the step, and JSON has no inf, so the record holds null."""
+    if math.isfinite(norm):
+        return norm, f", grad norm {norm:.3g}"
+    return None, f", grad norm {norm} (a float16 overflow: the loss scaler skips this step)"
