@@ -196,6 +196,7 @@ def test_cli_round_trip(tmp_path, bpe, capsys):
     ({"logit_softcap": 15.0}, ["model.logit_softcap=15.0"]),
     ({**LLAMA, "value_residual": True}, ["model.value_residual=true"]),
     ({**LLAMA, "embedding_skip": True}, ["model.embedding_skip=true"]),
+    ({**LLAMA, "unet_skips": True}, ["model.unet_skips=true"]),
     ({**LLAMA, "value_embedding": True}, ["model.value_embedding=true"]),
     ({**LLAMA, "attention_gate": True}, ["model.attention_gate=true"]),
     ({**LLAMA, "bigram_embedding": 64}, ["model.bigram_embedding=64"]),

@@ -18,6 +18,7 @@ VARIANTS = [
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, embedding_skip=True),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True, value_embedding=True),
     dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, attention_gate=True),
+    dict(positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, value_residual=True, unet_skips=True),
 ]
 
 
@@ -185,6 +186,26 @@ def test_embedding_skip_starts_as_the_plain_model_and_learns_its_gains():
     _, loss = model(x, y)
     loss.backward()
     assert model.residual_gain.grad.abs().min() > 0 and model.embedding_gain.grad.abs().min() > 0
+
+
+def test_unet_skips_feed_each_late_block_its_mirrored_early_output():
+    model, plain = option_and_plain(4, unet_skips=True)
+    x = torch.randint(0, 97, (2, 8))
+    torch.testing.assert_close(model(x)[0], plain(x)[0])  # the gains start at 0: the plain model
+    with torch.no_grad():
+        model.skip_gain.copy_(torch.tensor([0.7, 0.3]))
+    inputs, outputs = {}, {}
+    for i, block in enumerate(model.transformer.h):
+        block.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+        block.register_forward_hook(lambda m, args, out, i=i: outputs.__setitem__(i, out))
+    model(x)
+    torch.testing.assert_close(inputs[3], outputs[2] + 0.7 * outputs[0])  # block 3 mirrors block 0
+    torch.testing.assert_close(inputs[2], outputs[1] + 0.3 * outputs[1])  # the middle pair: block 2 mirrors 1
+    torch.testing.assert_close(inputs[1], outputs[0])  # the first half is the plain model's
+    model.train()
+    _, loss = model(x, torch.roll(x, -1, dims=1))
+    loss.backward()
+    assert model.skip_gain.grad.abs().min() > 0
 
 
 def test_value_embedding_adds_a_learned_row_to_every_layers_values():

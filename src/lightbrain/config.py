@@ -52,6 +52,10 @@ class ModelConfig:
     # Embedding skip: block i reads a * x + b * x0, x0 the token embedding, with a (from 1) and b (from 0)
     # learned per block. Neither GPT-2 nor Llama has it.
     embedding_skip: bool = False
+    # U-net skips: the second half's blocks each add a learned share (from 0) of the output of the first half's
+    # block at the mirrored depth (with 6 layers: block 3 gets block 2's, 4 gets 1's, 5 gets 0's). Neither GPT-2
+    # nor Llama has them.
+    unet_skips: bool = False
     # Value embedding: a second token embedding table, whose row for each token is added to the attention
     # values of every layer, v = v + g ve, with g learned per layer (from 0.5). Neither GPT-2 nor Llama has it.
     value_embedding: bool = False

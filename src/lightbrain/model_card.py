@@ -79,6 +79,7 @@ def model_card(config: LightBrainConfig, meta: dict[str, Any], result: dict[str,
         f"| components | {m.positional} positions, {m.norm}, {m.mlp} MLP, "
         f"{'tied' if m.tie_embeddings else 'untied'} embeddings{', QK-norm' if m.qk_norm else ''}"
         f"{', value residual' if m.value_residual else ''}{', embedding skip' if m.embedding_skip else ''}"
+        f"{', U-net skips' if m.unet_skips else ''}"
         f"{', value embedding' if m.value_embedding else ''}{', attention gate' if m.attention_gate else ''}"
         f"{f', hashed bigram table of {m.bigram_embedding:,} rows' if m.bigram_embedding else ''}"
         f"{', token shift' if m.token_shift else ''}"

@@ -58,9 +58,9 @@ def _require_transformers():
     return transformers
 
 
-# The options that decide the family; qk_norm, logit_softcap, value_residual, embedding_skip, value_embedding,
-# attention_gate, bigram_embedding, token_shift and document_mask must be off in both, bias and tying may be
-# anything.
+# The options that decide the family; qk_norm, logit_softcap, value_residual, embedding_skip, unet_skips,
+# value_embedding, attention_gate, bigram_embedding, token_shift and document_mask must be off in both, bias and
+# tying may be anything.
 FAMILIES = {
     "gpt2": {"positional": "learned", "norm": "layernorm", "mlp": "gelu"},
     "llama": {"positional": "rope", "norm": "rmsnorm", "mlp": "swiglu"},
@@ -68,7 +68,7 @@ FAMILIES = {
 FAMILY_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 EXPORTABLE = ("positional=learned, norm=layernorm, mlp=gelu (the seed architecture) as GPT2LMHeadModel, "
               "and positional=rope, norm=rmsnorm, mlp=swiglu (the speedrun architecture) as LlamaForCausalLM, "
-              "both with qk_norm=false, logit_softcap=0, value_residual=false, embedding_skip=false, "
+              "both with qk_norm=false, logit_softcap=0, value_residual=false, embedding_skip=false, unet_skips=false, "
               "value_embedding=false, attention_gate=false, bigram_embedding=0, token_shift=false and "
               "document_mask=false")
 ROPE_THETA = 10000.0  # the base of lightbrain_tiny.rope_tables
@@ -91,6 +91,8 @@ def export_family(config: ModelConfig) -> str:
         extras.append("model.value_residual=true (neither GPT-2 nor Llama mixes the first layer's values into later ones)")
     if config.embedding_skip:
         extras.append("model.embedding_skip=true (neither GPT-2 nor Llama feeds the token embedding to every block)")
+    if config.unet_skips:
+        extras.append("model.unet_skips=true (neither GPT-2 nor Llama adds early blocks' outputs to late blocks)")
     if config.value_embedding:
         extras.append("model.value_embedding=true (neither GPT-2 nor Llama adds an embedding to the attention values)")
     if config.attention_gate:

@@ -6,9 +6,9 @@ x + attn(norm(x)) then x + mlp(norm(x)) -> final norm -> lm_head (tied to the to
 
 The defaults are the seed architecture, LightBrain-Tiny-v1.0 (GPT-2 style: learned positions,
 LayerNorm, GELU MLP, biases, tied embeddings). The options `positional`, `norm`, `mlp`, `qk_norm`,
-`tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `value_embedding`,
-`attention_gate`, `bigram_embedding`, `token_shift` and `document_mask` exist for the CPU speedrun preset and
-change nothing when left at their defaults.
+`tie_embeddings`, `logit_softcap`, `proj_init`, `value_residual`, `embedding_skip`, `unet_skips`,
+`value_embedding`, `attention_gate`, `bigram_embedding`, `token_shift` and `document_mask` exist for the CPU
+speedrun preset and change nothing when left at their defaults.
 
 Parameter accounting (seed config, vocab 50,257, block 128, 6 x 384):
   token embedding 50,257 x 384 = 19.30M, position embedding 128 x 384 = 0.05M,
@@ -306,6 +306,10 @@ class LightBrainTiny(nn.Module):
             # model at the start, and a way for late layers to see each token's own identity undiluted
             self.residual_gain = nn.Parameter(torch.ones(config.n_layer))
             self.embedding_gain = nn.Parameter(torch.zeros(config.n_layer))
+        if config.unet_skips:
+            # skip_gain[i] is the share of block i's output that the mirrored block n_layer - 1 - i adds to its
+            # input: the plain model at the start; late blocks can reach early, less mixed, features directly
+            self.skip_gain = nn.Parameter(torch.zeros(config.n_layer // 2))
         if config.value_embedding:
             self.transformer["wve"] = nn.Embedding(config.vocab_size, config.n_embd)  # rows added to the values
         if config.bigram_embedding:
@@ -385,13 +389,18 @@ class LightBrainTiny(nn.Module):
             nh = self.config.n_head
             v_embed = self.transformer.wve(idx).view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
         allowed = self.document_mask(idx, kv_cache) if self.config.document_mask else None
+        n_layer, skips = self.config.n_layer, []
         for i, block in enumerate(self.transformer.h):
             if self.config.embedding_skip:
                 x = self.residual_gain[i] * x + self.embedding_gain[i] * x0
+            if self.config.unet_skips and i >= n_layer - n_layer // 2:
+                x = x + self.skip_gain[n_layer - 1 - i] * skips[n_layer - 1 - i]
             if self.config.value_residual and i == 0:
                 x, v_first = block(x, rope, kv_cache, return_values=True, v_embed=v_embed, allowed=allowed)
             else:
                 x = block(x, rope, kv_cache, v_first, v_embed=v_embed, allowed=allowed)
+            if self.config.unet_skips and i < n_layer // 2:
+                skips.append(x)
         if kv_cache is not None:
             kv_cache.pos += T
             kv_cache.last_token = idx[:, -1:]
