@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--eager", action="store_true", help="do not compile, whatever the recipe says")
     parser.add_argument("--profile", action="store_true", help="print the operators of 10 more steps")
     parser.add_argument("--short", action="store_true", help="time a step of the run's first part, whose windows "
-                        "are cut into pieces of train.short_window tokens (the same tokens a step)")
+                        "are cut into pieces of train.short_window tokens (the first, if a list; the same tokens a step)")
     parser.add_argument("--against", metavar="OVERRIDES", help="also time the recipe with these overrides "
                         "(quoted, space-separated), in blocks of 4 steps taken in turn with the first")
     args = parser.parse_args()
@@ -52,9 +52,10 @@ def main() -> int:
         ctx = autocast_context(device, pick_dtype(t.dtype, device))
         rows, length = t.batch_size, cfg.model.block_size
         if args.short:
-            if not t.short_window:
+            stages = t.short_window_stages()
+            if not stages:
                 parser.error(f"--short: {args.config} with {overrides or 'no overrides'} sets no train.short_window")
-            rows, length = rows * length // t.short_window, t.short_window
+            rows, length = rows * length // stages[0][0], stages[0][0]  # the first stage's pieces
         x = torch.randint(0, cfg.model.vocab_size, (rows, length))
         y = torch.randint(0, cfg.model.vocab_size, (rows, length))
 

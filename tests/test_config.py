@@ -146,6 +146,29 @@ def test_short_window_must_cut_the_context_into_equal_pieces(short):
                                                                   "train.short_window_fraction=0.5"])
 
 
+@pytest.mark.parametrize("overrides, match", [
+    (["train.short_window=[32, 64]", "train.short_window_fraction=0.5"], "one fraction per length"),
+    (["train.short_window=[64, 32]", "train.short_window_fraction=[0.3, 0.6]"], "must both rise"),
+    (["train.short_window=[32, 64]", "train.short_window_fraction=[0.6, 0.3]"], "must both rise"),
+    (["train.short_window=[32, 0]", "train.short_window_fraction=[0.3, 0.6]"], "list of positive lengths"),
+    (["train.short_window=[32, 64]", "train.short_window_fraction=[0.3, 1.0]"], "short_window_fraction must be in"),
+    (["train.short_window=[48, 64]", "train.short_window_fraction=[0.3, 0.6]"], r"short_window \(48\) must divide"),
+])
+def test_short_window_stages_are_checked(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(CONFIGS / "training_config.yaml", overrides=["model.block_size=128", *overrides])
+
+
+def test_short_window_stages_pick_the_piece_length():
+    t = load_config(CONFIGS / "training_config.yaml", overrides=[
+        "model.block_size=128", "train.short_window=[32, 64]", "train.short_window_fraction=[0.5, 0.75]"]).train
+    assert t.short_window_stages() == [(32, 0.5), (64, 0.75)]
+    assert [t.window_length(p, 128) for p in (0.0, 0.49, 0.5, 0.74, 0.75, 1.0)] == [32, 32, 64, 64, 128, 128]
+    one = load_config(CONFIGS / "training_config.yaml", overrides=[
+        "model.block_size=128", "train.short_window=32", "train.short_window_fraction=0.5"]).train
+    assert one.short_window_stages() == [(32, 0.5)] and one.window_length(0.6, 128) == 128
+
+
 def test_inherit_cycle_and_missing_file(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("inherit: b.yaml\n")

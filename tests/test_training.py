@@ -440,6 +440,28 @@ def test_short_windows_cut_the_same_batches_early_and_resume_exactly(tiny_data, 
     assert resumed.final_val_loss == pytest.approx(full.final_val_loss, abs=1e-6)
 
 
+def test_short_window_stages_lengthen_the_pieces_in_turn(tiny_data, tmp_path, monkeypatch):
+    from lightbrain.models.lightbrain_tiny import LightBrainTiny
+
+    shapes = []
+    forward = LightBrainTiny.forward
+
+    def recording_forward(self, idx, *args, **kwargs):
+        if self.training:
+            shapes.append(tuple(idx.shape))
+        return forward(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(LightBrainTiny, "forward", recording_forward)
+    train(tiny_config(tiny_data, tmp_path, max_iters=10, lr_decay_iters=10, eval_interval=5,
+                      short_window=[8, 16], short_window_fraction=[0.3, 0.6]))
+    # 4 windows of 32 a step: as 16 of 8 until 30% of the steps, 8 of 16 until 60%, whole after
+    assert shapes == [(16, 8)] * 3 + [(8, 16)] * 3 + [(4, 32)] * 4
+    log = (tmp_path / "logs" / "training.log").read_text()
+    assert "iter 0: training on windows of 8 tokens until 30% of training" in log
+    assert "iter 3: training on windows of 16 tokens until 60% of training" in log
+    assert "iter 6: training on windows of 32 tokens\n" in log
+
+
 def test_lr_schedule_warmup_cosine_floor():
     from lightbrain.config import TrainConfig
 

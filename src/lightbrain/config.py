@@ -198,9 +198,11 @@ class TrainConfig:
     anneal_repeats: dict[str, int] = field(default_factory=dict)
     # > 0: for the first short_window_fraction of training (counted as the anneal counts it), each batch's
     # windows of model.block_size tokens are cut into windows of this many tokens: a step holds the same tokens
-    # and takes less time (attention spans less), and the model still learns its full context at the end
-    short_window: int = 0
-    short_window_fraction: float = 0.0
+    # and takes less time (attention spans less), and the model still learns its full context at the end.
+    # Lists give stages: short_window [128, 512] with short_window_fraction [0.5, 0.75] cuts windows into pieces
+    # of 128 until half-way, of 512 until three quarters, and trains on whole windows after.
+    short_window: int | list[int] = 0
+    short_window_fraction: float | list[float] = 0.0
     # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.99 averages ~100 steps)
     ema_decay: float = 0.0
     # auto = bf16 on CUDA where supported, else fp16 with a GradScaler on CUDA, fp32 on CPU/MPS.
@@ -215,6 +217,41 @@ class TrainConfig:
     num_threads: int | None = None  # CPU threads for torch; None = torch's default
     skip_nonfinite: bool = False  # False: stop on a non-finite loss; True: skip that step (up to 10 in a row)
     progress: bool = True
+
+    def short_window_stages(self) -> list[tuple[int, float]]:
+        """(piece length, until this fraction of training) for each stage of short windows, checked; [] if off."""
+        lengths, fractions = self.short_window, self.short_window_fraction
+        fractions = fractions if isinstance(fractions, list) else [fractions]
+        for fraction in fractions:
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"train.short_window_fraction must be in [0, 1), got {self.short_window_fraction}")
+        if not isinstance(lengths, list):
+            if lengths == 0:
+                return []
+            lengths = [lengths]
+        if len(lengths) != len(fractions):
+            raise ConfigError(f"train.short_window {self.short_window} and train.short_window_fraction "
+                              f"{self.short_window_fraction} must give one fraction per length")
+        for length in lengths:
+            if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+                raise ConfigError(f"train.short_window must be >= 0 (0 turns it off) or a list of positive "
+                                  f"lengths, got {self.short_window}")
+        if not all(fractions):
+            raise ConfigError(f"train.short_window is {self.short_window} but train.short_window_fraction is "
+                              f"{self.short_window_fraction}: say for what fraction of training to use it, "
+                              "e.g. train.short_window_fraction=0.5")
+        if any(b <= a for a, b in zip(lengths, lengths[1:])) or any(b <= a for a, b in zip(fractions, fractions[1:])):
+            raise ConfigError(f"train.short_window {self.short_window} and train.short_window_fraction "
+                              f"{self.short_window_fraction} must both rise from stage to stage")
+        return [(length, float(fraction)) for length, fraction in zip(lengths, fractions)]
+
+    def window_length(self, progress: float, block_size: int) -> int:
+        """The piece length a step trains on at `progress` (0 to 1) through its schedule: block_size once the
+        short-window stages are over."""
+        for length, until in self.short_window_stages():
+            if progress < until:
+                return length
+        return block_size
 
     def validate(self) -> None:
         for key in ("batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval", "eval_iters", "log_interval"):
@@ -253,13 +290,7 @@ class TrainConfig:
         if self.anneal_fraction > 0 and not self.anneal_repeats:
             raise ConfigError("train.anneal_fraction is set but train.anneal_repeats is empty: name the sources to "
                               "weight up, e.g. train.anneal_repeats='{pubmedqa: 4}'")
-        if self.short_window < 0:
-            raise ConfigError(f"train.short_window must be >= 0 (0 turns it off), got {self.short_window}")
-        if not 0.0 <= self.short_window_fraction < 1.0:
-            raise ConfigError(f"train.short_window_fraction must be in [0, 1), got {self.short_window_fraction}")
-        if self.short_window and not self.short_window_fraction:
-            raise ConfigError(f"train.short_window is {self.short_window} but train.short_window_fraction is 0: "
-                              "say for what fraction of training to use it, e.g. train.short_window_fraction=0.5")
+        self.short_window_stages()  # checks the two keys against each other
         if not 0 < self.decay_fraction <= 1:
             raise ConfigError(f"train.decay_fraction must be in (0, 1], got {self.decay_fraction}")
         _check_choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
@@ -281,10 +312,11 @@ class LightBrainConfig:
         self.model.validate()
         self.data.validate()
         self.train.validate()
-        short, block = self.train.short_window, self.model.block_size
-        if short and (short >= block or block % short):
-            raise ConfigError(f"train.short_window ({short}) must divide model.block_size ({block}) and be smaller "
-                              f"than it, e.g. {block // 2}, or 0 to train on whole windows throughout")
+        block = self.model.block_size
+        for short, _ in self.train.short_window_stages():
+            if short >= block or block % short:
+                raise ConfigError(f"train.short_window ({short}) must divide model.block_size ({block}) and be "
+                                  f"smaller than it, e.g. {block // 2}, or 0 to train on whole windows throughout")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -424,6 +424,7 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
     skipped_in_a_row = 0
     loss_value = None
     last_window = None
+    stages = t.short_window_stages()  # (piece length, until this fraction of training), [] without short windows
 
     def should_stop() -> tuple[str | None, float | None]:
         """Why to stop now, if at all, and the fraction of the time budget used (None without one).
@@ -479,10 +480,11 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 if ddp.is_main:
                     log.info("iter %d: anneal begins, windows from %s", iter_num,
                              ", ".join(f"{k} x{n}" for k, n in annealed.items()))
-            window = t.short_window if t.short_window and progress < t.short_window_fraction else block
-            if window != last_window and t.short_window and ddp.is_main:
+            window = t.window_length(progress, block)
+            if window != last_window and stages and ddp.is_main:
+                until = next((f for length, f in stages if length == window), None)
                 log.info("iter %d: training on windows of %d tokens%s", iter_num, window,
-                         f" until {t.short_window_fraction:.0%} of training" if window != block else "")
+                         f" until {until:.0%} of training" if until is not None else "")
             last_window = window
             loss_sum = torch.zeros((), device=device)
             for micro in range(micro_steps):
