@@ -278,7 +278,7 @@ def test_llama_logits_match_transformers(tmp_path, bpe, options):
 
 def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(tmp_path, bpe):
     mcfg = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
-                                            "train.short_window=8"]).model
+                                            "train.short_window=[8, 16]"]).model
     mcfg.vocab_size = bpe.vocab_size
     with pytest.raises(ExportError, match="model.value_residual=true") as refused:
         export_model_hf(random_model(mcfg), bpe, tmp_path / "hf")
@@ -286,7 +286,7 @@ def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(t
 
 
 @pytest.mark.parametrize("recipe, width, heads, mlp_width, positions", [
-    ("cpu_speedrun.yaml", 256, 1, 704, 512),  # the quickstart recipe: 6 x 256, one head of 256
+    ("cpu_speedrun.yaml", 256, 1, 704, 1024),  # the quickstart recipe: 6 x 256, one head of 256
     ("cpu_speedrun_fp32.yaml", 128, 1, 384, 256),  # the float32 recipe: 6 x 128, one head of 128
 ])
 def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe, recipe, width, heads, mlp_width, positions):
@@ -317,7 +317,7 @@ def test_llama_import_round_trips_exactly(tmp_path, bpe, bias):
 
 def test_llama_cli_round_trip_of_the_speedrun_recipe(tmp_path, bpe):
     config = load_config(SPEEDRUN, overrides=["model.n_layer=2", "model.n_embd=64", "model.block_size=32",
-                                              "train.short_window=8", *EXPORTABLE_SPEEDRUN])
+                                              "train.short_window=[8, 16]", *EXPORTABLE_SPEEDRUN])
     config.model.vocab_size = bpe.vocab_size
     ckpt = save_checkpoint(tmp_path / "a.pt", model=random_model(config.model), config=config,
                            tokenizer=bpe.to_dict(), iter_num=3)

@@ -738,7 +738,8 @@ def test_each_speedrun_recipe_trains_at_toy_size_with_its_own_options(tiny_data,
 
     data, _ = _data_with_sources(tiny_data, tmp_path)  # the anneal draws pubmedqa and mts_dialog by name
     # short windows shrunk with the context, for the recipes that have them
-    short = ["train.short_window=8"] if load_config(REPO / "configs" / recipe).train.short_window else []
+    stages = load_config(REPO / "configs" / recipe).train.short_window_stages()
+    short = [f"train.short_window={[8, 16][:len(stages)]}"] if stages else []
     cfg = load_config(REPO / "configs" / recipe, overrides=[
         f"train.data_dir={data}", f"train.out_dir={tmp_path / 'models'}", f"train.log_dir={tmp_path / 'logs'}",
         "train.progress=false", "train.device=cpu", "train.dtype=float32", "train.compile=false",
