@@ -53,6 +53,8 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     # the fast recipe's context of 1,024 is reached through pieces of 128 and then 512; the slow one has 128 whole
     assert fast.model.block_size == 1024 and fast.train.short_window_stages() == [(128, 0.5), (512, 0.75)]
     assert (slow.model.block_size, slow.train.short_window_stages()) == (128, [])
+    # U-net skips were measured on the fast recipe only; the others keep what they were measured with
+    assert (fast.model.unet_skips, slow.model.unet_skips, fp32.model.unet_skips) == (True, False, False)
     assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (32, 4e-3, 2e-4)
     assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (16, 1.1e-2, 5.5e-4)
     # weight decay 0.5 was measured better for the fast and slow recipes; the float32 one sets 0.3 itself
@@ -72,6 +74,7 @@ def test_gpu_speedrun_recipe_is_the_cpu_recipe_wider_with_dropout_and_four_times
     assert (gpu.model.n_embd, gpu.model.n_head, gpu.model.dropout, gpu.model.attention) == (512, 4, 0.1, "sdpa")
     # its context and windows as measured there: 512, reached through 128-token pieces in the first half
     assert (gpu.model.block_size, gpu.train.short_window, gpu.train.short_window_fraction) == (512, 128, 0.5)
+    assert not gpu.model.unet_skips
     assert gpu.train.batch_size == 48  # 4 times the 12 windows of 512 the CPU recipe had then
     assert (gpu.train.learning_rate, gpu.train.min_lr, gpu.train.weight_decay, gpu.train.beta2) == (
         9.8e-3, 4.9e-4, 0.3, 0.95)
