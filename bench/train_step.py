@@ -33,7 +33,8 @@ def main() -> int:
     parser.add_argument("--eager", action="store_true", help="do not compile, whatever the recipe says")
     parser.add_argument("--profile", action="store_true", help="print the operators of 10 more steps")
     parser.add_argument("--short", action="store_true", help="time a step of the run's first part, whose windows "
-                        "are cut into pieces of train.short_window tokens (the first, if a list; the same tokens a step)")
+                        "are cut into pieces of train.short_window tokens (the first, if a list; the same tokens a "
+                        "step)")
     parser.add_argument("--against", metavar="OVERRIDES", help="also time the recipe with these overrides "
                         "(quoted, space-separated), in blocks of 4 steps taken in turn with the first")
     args = parser.parse_args()
