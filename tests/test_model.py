@@ -202,6 +202,11 @@ def test_unet_skips_feed_each_late_block_its_mirrored_early_output():
     torch.testing.assert_close(inputs[3], outputs[2] + 0.7 * outputs[0])  # block 3 mirrors block 0
     torch.testing.assert_close(inputs[2], outputs[1] + 0.3 * outputs[1])  # the middle pair: block 2 mirrors 1
     torch.testing.assert_close(inputs[1], outputs[0])  # the first half is the plain model's
+    # with the skips in use, cached decoding still matches the full pass
+    full, _ = model(x)
+    cache = model.new_kv_cache(2)
+    pieces = [model(x[:, :5], kv_cache=cache)[0]] + [model(x[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 8)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
     model.train()
     _, loss = model(x, torch.roll(x, -1, dims=1))
     loss.backward()
