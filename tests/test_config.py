@@ -1,6 +1,7 @@
 import pytest
 
 from lightbrain.config import ConfigError, load_config, parse_override
+from lightbrain.training.utils import window_stage
 
 from conftest import REPO
 
@@ -169,11 +170,13 @@ def test_short_window_stages_are_checked(overrides, match):
 def test_short_window_stages_pick_the_piece_length():
     t = load_config(CONFIGS / "training_config.yaml", overrides=[
         "model.block_size=128", "train.short_window=[32, 64]", "train.short_window_fraction=[0.5, 0.75]"]).train
-    assert t.short_window_stages() == [(32, 0.5), (64, 0.75)]
-    assert [t.window_length(p, 128) for p in (0.0, 0.49, 0.5, 0.74, 0.75, 1.0)] == [32, 32, 64, 64, 128, 128]
+    stages = t.short_window_stages()
+    assert stages == [(32, 0.5), (64, 0.75)]
+    assert [window_stage(stages, p, 128)[0] for p in (0.0, 0.49, 0.5, 0.74, 0.75, 1.0)] == [32, 32, 64, 64, 128, 128]
+    assert window_stage(stages, 0.6, 128) == (64, 0.75) and window_stage(stages, 0.8, 128) == (128, None)
     one = load_config(CONFIGS / "training_config.yaml", overrides=[
         "model.block_size=128", "train.short_window=32", "train.short_window_fraction=0.5"]).train
-    assert one.short_window_stages() == [(32, 0.5)] and one.window_length(0.6, 128) == 128
+    assert one.short_window_stages() == [(32, 0.5)] and window_stage(one.short_window_stages(), 0.6, 128)[0] == 128
 
 
 def test_inherit_cycle_and_missing_file(tmp_path):

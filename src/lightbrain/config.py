@@ -245,14 +245,6 @@ class TrainConfig:
                               f"{self.short_window_fraction} must both rise from stage to stage")
         return [(length, float(fraction)) for length, fraction in zip(lengths, fractions)]
 
-    def window_length(self, progress: float, block_size: int) -> int:
-        """The piece length a step trains on at `progress` (0 to 1) through its schedule: block_size once the
-        short-window stages are over."""
-        for length, until in self.short_window_stages():
-            if progress < until:
-                return length
-        return block_size
-
     def validate(self) -> None:
         for key in ("batch_size", "gradient_accumulation_steps", "max_iters", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, key) < 1:

@@ -32,7 +32,7 @@ from lightbrain.models.lightbrain_tiny import LightBrainTiny
 from lightbrain.training.checkpoint import load_checkpoint, load_state_into, save_checkpoint, unwrap_model
 from lightbrain.training.muon import BatchedMuon
 from lightbrain.training.utils import (autocast_context, compile_unavailable, estimate_loss, get_lr, grad_norm_entry,
-                                      pick_device, pick_dtype, schedule_progress)
+                                      pick_device, pick_dtype, schedule_progress, window_stage)
 from lightbrain.training.weight_average import WeightAverage, restore_trained_weights
 
 log = logging.getLogger("lightbrain.train")
@@ -480,9 +480,8 @@ def train(config: LightBrainConfig, resume: bool = False, progress: bool | None 
                 if ddp.is_main:
                     log.info("iter %d: anneal begins, windows from %s", iter_num,
                              ", ".join(f"{k} x{n}" for k, n in annealed.items()))
-            window = t.window_length(progress, block)
+            window, until = window_stage(stages, progress, block)
             if window != last_window and stages and ddp.is_main:
-                until = next((f for length, f in stages if length == window), None)
                 log.info("iter %d: training on windows of %d tokens%s", iter_num, window,
                          f" until {until:.0%} of training" if until is not None else "")
             last_window = window

@@ -91,6 +91,12 @@ def schedule_progress(it: int, config: TrainConfig, time_fraction: float | None 
     return min(1.0, max(ratio, time_fraction or 0.0))
 
 
+def window_stage(stages: list[tuple[int, float]], progress: float, block_size: int) -> tuple[int, float | None]:
+    """The piece length a step trains on at `progress` (0 to 1) through its schedule, and the fraction of training
+    it lasts until: (block_size, None) once the short-window stages (TrainConfig.short_window_stages) are over."""
+    return next(((length, until) for length, until in stages if progress < until), (block_size, None))
+
+
 def pick_device(requested: str | torch.device = "auto", setting: str = "train.device") -> torch.device:
     """The torch device for `requested` ("auto": CUDA, then MPS, then the CPU; a torch.device is checked too). `setting` names where the
     request came from (a config key or a flag), so that an error points at what to change."""
