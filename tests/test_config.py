@@ -37,8 +37,9 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
     assert (fp32.model.n_embd, fp32.model.n_head, fp32.train.dtype) == (128, 1, "float32")
     assert fp32.data == slow.data  # shares the prepared data
     assert fp32.train.out_dir != slow.train.out_dir and fp32.train.log_dir != slow.train.log_dir
-    assert (fp32.model.block_size, fp32.train.short_window) == (256, 0)
-    # as many tokens a step as the slow recipe, in windows twice as long
+    # a context of 512, trained on 256-token pieces until three quarters of the run
+    assert fp32.model.block_size == 512 and fp32.train.short_window_stages() == [(256, 0.75)]
+    # as many tokens a step as the slow recipe, in windows four times as long
     assert fp32.model.block_size * fp32.train.batch_size == slow.model.block_size * slow.train.batch_size
     assert fp32.train.anneal_repeats == slow.train.anneal_repeats
 
@@ -57,7 +58,7 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     # U-net skips were measured on the fast recipe only; the others keep what they were measured with
     assert (fast.model.unet_skips, slow.model.unet_skips, fp32.model.unet_skips) == (True, False, False)
     assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (32, 4e-3, 2e-4)
-    assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (16, 1.1e-2, 5.5e-4)
+    assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (8, 1.1e-2, 5.5e-4)
     # weight decay 0.5 was measured better for the fast and slow recipes; the float32 one sets 0.3 itself
     assert (fast.train.weight_decay, slow.train.weight_decay, fp32.train.weight_decay) == (0.5, 0.5, 0.3)
     # AdamW's beta2 0.99 was measured better for all three CPU recipes (the GPU one keeps 0.95, as measured there)
