@@ -288,7 +288,7 @@ def test_the_speedrun_recipe_as_committed_names_its_value_options_when_refused(t
 
 @pytest.mark.parametrize("recipe, width, heads, mlp_width, positions", [
     ("cpu_speedrun.yaml", 256, 1, 704, 1024),  # the quickstart recipe: 6 x 256, one head of 256
-    ("cpu_speedrun_fp32.yaml", 128, 1, 384, 512),  # the float32 recipe: 6 x 128, one head of 128
+    ("cpu_speedrun_fp32.yaml", 128, 1, 384, 512),  # the float32 recipe: 5 x 128, one head of 128
 ])
 def test_llama_logits_match_at_speedrun_shape(tmp_path, bpe, recipe, width, heads, mlp_width, positions):
     # each recipe's model with a small vocabulary, without the value residual and value embedding, as it is
