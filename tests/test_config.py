@@ -42,6 +42,8 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
     # as many tokens a step as the slow recipe, in windows four times as long
     assert fp32.model.block_size * fp32.train.batch_size == slow.model.block_size * slow.train.batch_size
     assert fp32.train.anneal_repeats == slow.train.anneal_repeats
+    # PyTorch's fused attention in float32, where the bf16 recipes write the products out
+    assert (fp32.model.attention, slow.model.attention) == ("sdpa", "matmul")
 
 
 def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance():
