@@ -37,8 +37,8 @@ def test_fp32_speedrun_recipe_is_the_slow_recipe_narrower_in_float32_with_longer
     assert (fp32.model.n_layer, fp32.model.n_embd, fp32.model.n_head, fp32.train.dtype) == (5, 128, 1, "float32")
     assert fp32.data == slow.data  # shares the prepared data
     assert fp32.train.out_dir != slow.train.out_dir and fp32.train.log_dir != slow.train.log_dir
-    # a context of 512, trained on 256-token pieces until three quarters of the run
-    assert fp32.model.block_size == 512 and fp32.train.short_window_stages() == [(256, 0.75)]
+    # a context of 512, trained on 256-token pieces until half-way
+    assert fp32.model.block_size == 512 and fp32.train.short_window_stages() == [(256, 0.5)]
     # as many tokens a step as the slow recipe, in windows four times as long
     assert fp32.model.block_size * fp32.train.batch_size == slow.model.block_size * slow.train.batch_size
     assert fp32.train.anneal_repeats == slow.train.anneal_repeats
