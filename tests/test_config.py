@@ -71,6 +71,24 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
         1.0, None, None)
 
 
+def test_slow_recipe_threshold_command_times_32_windows_of_128():
+    # the docs tell a user to pick the slow recipe where `bench/train_step.py --short train.batch_size=N` on the
+    # fast recipe takes ~750 ms or more, a threshold measured on 32 windows of 128 tokens: N must still give that
+    # number of pieces now that the fast recipe's context is longer
+    import re
+
+    texts = {path: path.read_text(encoding="utf-8") for path in
+             (CONFIGS / "cpu_speedrun_slow.yaml", CONFIGS / "cpu_speedrun.yaml", REPO / "docs" / "experiments.md",
+              REPO / "docs" / "training.md")}
+    fast = load_config(CONFIGS / "cpu_speedrun.yaml")
+    piece = fast.train.short_window_stages()[0][0]
+    for path, text in texts.items():
+        found = re.findall(r"train_step\.py --short\s+(?:#\s+)?train\.batch_size=(\d+)", text)
+        assert found, f"{path.name}: no threshold command found"
+        for n in found:
+            assert (int(n) * fast.model.block_size // piece, piece) == (32, 128), f"{path.name}: batch_size={n}"
+
+
 def test_gpu_speedrun_recipe_is_the_cpu_recipe_wider_with_dropout_and_four_times_the_windows():
     cpu, gpu = load_config(CONFIGS / "cpu_speedrun.yaml"), load_config(CONFIGS / "gpu_speedrun.yaml")
     assert gpu.data == cpu.data  # shares the prepared data
