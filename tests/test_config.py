@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from lightbrain.config import ConfigError, load_config, parse_override
@@ -58,7 +60,7 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     # through pieces of 256, as the float32 recipe's
     assert fast.model.block_size == 1024 and fast.train.short_window_stages() == [(128, 0.5), (512, 0.75)]
     assert (slow.model.block_size, slow.train.short_window_stages()) == (512, [(256, 0.5)])
-    # U-net skips paid on the fast recipe; two seeds on the float32 one were mixed; the slow one: not measured
+    # U-net skips paid on the fast recipe; two seeds on the float32 one were mixed; the slow one: one timed run, in noise
     assert (fast.model.unet_skips, slow.model.unet_skips, fp32.model.unet_skips) == (True, False, False)
     assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (8, 4e-3, 2e-4)
     assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (8, 1.1e-2, 5.5e-4)
@@ -76,8 +78,6 @@ def test_slow_recipe_threshold_command_times_32_windows_of_128():
     # the docs tell a user to pick the slow recipe where `bench/train_step.py --short train.batch_size=N` on the
     # fast recipe takes ~750 ms or more, a threshold measured on 32 windows of 128 tokens: N must still give that
     # number of pieces now that the fast recipe's context is longer
-    import re
-
     texts = {path: path.read_text(encoding="utf-8") for path in
              (CONFIGS / "cpu_speedrun_slow.yaml", CONFIGS / "cpu_speedrun.yaml", REPO / "docs" / "experiments.md",
               REPO / "docs" / "training.md")}
