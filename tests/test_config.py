@@ -60,7 +60,7 @@ def test_speedrun_shapes_rates_and_floors_stay_as_measured_through_inheritance()
     # through pieces of 256, as the float32 recipe's
     assert fast.model.block_size == 1024 and fast.train.short_window_stages() == [(128, 0.5), (512, 0.75)]
     assert (slow.model.block_size, slow.train.short_window_stages()) == (512, [(256, 0.5)])
-    # U-net skips paid on the fast recipe; two seeds on the float32 one were mixed; the slow one: one timed run, in noise
+    # U-net skips paid on the fast recipe; two float32 seeds were mixed; the slow one: one timed run, in noise
     assert (fast.model.unet_skips, slow.model.unet_skips, fp32.model.unet_skips) == (True, False, False)
     assert (slow.train.batch_size, slow.train.learning_rate, slow.train.min_lr) == (8, 4e-3, 2e-4)
     assert (fp32.train.batch_size, fp32.train.learning_rate, fp32.train.min_lr) == (8, 1.1e-2, 5.5e-4)
